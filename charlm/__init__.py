@@ -1,0 +1,35 @@
+"""charlm: character- and bigram-level LSTM language models on TensorFlow 2 (ud730 assignment 6).
+
+The Python API (TensorFlow is imported on first use, so ``import charlm`` is cheap)::
+
+    import charlm
+    run = charlm.train(corpus="input.txt", checkpoint_dir="checkpoints/shakespeare",
+                       preset="ud730", steps=2000)
+    print(charlm.sample("checkpoints/shakespeare", prime="ROMEO:", length=200, seed=1)[0])
+    score, _ = charlm.evaluate("checkpoints/shakespeare", text=open("heldout.txt").read())
+    print(score.bits_per_char, score.perplexity)
+"""
+import importlib
+
+__version__ = "0.1.0"
+
+_API = {
+    "train": "training", "Trainer": "training", "TrainResult": "training",
+    "sample": "sample", "Sampler": "sample",
+    "evaluate": "evaluate", "Scorer": "evaluate", "Score": "evaluate",
+    "load_model": "checkpoint", "find_latest_run": "checkpoint",
+    "CharLM": "model", "LSTMCell": "model",
+    "BatchGenerator": "batches",
+    "Vocabulary": "vocab", "Tokenizer": "vocab",
+    "ModelConfig": "config", "TrainConfig": "config", "PRESETS": "config", "build_configs": "config",
+    "load_corpus": "corpora", "read_text_file": "corpora", "download": "corpora", "DATASETS": "corpora",
+    "CharlmError": "errors",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'charlm' has no attribute {name!r}")

@@ -1,0 +1,128 @@
+"""The run folder: everything ``sample``, ``eval`` and ``export`` need, and nothing else.
+
+::
+
+    <run>/config.json     model + training configuration, vocabulary, corpus spec
+    <run>/ckpt/           tf.train.Checkpoint files (CheckpointManager keeps the last few)
+    <run>/metrics.jsonl   one JSON object per logging step
+    <run>/logs/           TensorBoard event files
+
+``config.json`` is written to a temporary file and renamed into place; TensorFlow writes the
+checkpoint files before it updates the ``checkpoint`` index, so an interrupted save leaves the
+previous checkpoint loadable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .config import ModelConfig, TrainConfig
+from .errors import CharlmError
+from .vocab import Tokenizer, Vocabulary
+
+CONFIG_FILE = "config.json"
+CKPT_DIR = "ckpt"
+METRICS_FILE = "metrics.jsonl"
+LOG_DIR = "logs"
+FORMAT_VERSION = 1
+DEFAULT_ROOT = "checkpoints"
+
+
+def atomic_write_text(path: Path, text: str):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig, vocab: Vocabulary,
+                     extra: dict | None = None):
+    data = {
+        "format": FORMAT_VERSION,
+        "model": dataclasses.asdict(model),
+        "train": dataclasses.asdict(train),
+        "vocab": vocab.to_dict(),
+        **(extra or {}),
+    }
+    atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_run_config(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise CharlmError(f"checkpoint directory not found: {run_dir}")
+    if not run_dir.is_dir():
+        raise CharlmError(f"checkpoint path is not a directory: {run_dir}")
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        raise CharlmError(f"{run_dir} is not a charlm run (no {CONFIG_FILE}); train one with `python cli.py train`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["model_config"] = ModelConfig(**data["model"]).validate()
+        data["train_config"] = TrainConfig(**data["train"])
+        data["vocabulary"] = Vocabulary.from_dict(data["vocab"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, CharlmError) as e:
+        raise CharlmError(f"{path} is corrupt or from an incompatible version ({type(e).__name__}: {e})")
+    return data
+
+
+def latest_checkpoint(run_dir) -> str:
+    """Path prefix of the newest weights in ``run_dir``, or a clear error."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(str(Path(run_dir) / CKPT_DIR))
+    if path is None:
+        raise CharlmError(f"{run_dir} holds no saved weights yet (no checkpoint in {Path(run_dir) / CKPT_DIR})")
+    return path
+
+
+def load_model(run_dir, dtype=None):
+    """Rebuild the model of a run folder with its newest weights: ``(model, tokenizer, info)``."""
+    import tensorflow as tf
+
+    from .model import CharLM
+
+    info = read_run_config(run_dir)
+    tokenizer = Tokenizer(info["model_config"].kind, info["vocabulary"])
+    model = CharLM(info["model_config"], tokenizer.num_tokens, dtype=dtype or tf.float32)
+    path = latest_checkpoint(run_dir)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharlmError(f"cannot load the weights in {path}: corrupt or incomplete checkpoint ({first[:200]})")
+    info["checkpoint_path"] = path
+    return model, tokenizer, info
+
+
+def find_latest_run(root=DEFAULT_ROOT) -> Path:
+    """The run under ``root`` whose config was written most recently."""
+    root = Path(root)
+    runs = sorted(root.glob(f"*/{CONFIG_FILE}"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    if not runs:
+        raise CharlmError(f"no trained runs under {root}/; train one with `python cli.py train` "
+                          f"or pass --checkpoint DIR")
+    return runs[-1].parent
+
+
+def default_run_dir(preset: str, kind: str, root=DEFAULT_ROOT) -> Path:
+    return Path(root) / f"{preset}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def append_metrics(run_dir, record: dict):
+    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,115 @@
+"""Run configuration: what the model is (``ModelConfig``) and how it is trained (``TrainConfig``).
+
+Both are plain dataclasses saved as JSON in the checkpoint folder, so ``sample``/``eval`` rebuild
+the model from the folder alone.  Presets are named overrides of these defaults; explicit flags
+override a preset.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import CharlmError
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "char"            # "char" or "bigram" (see charlm.vocab)
+    hidden: int = 64              # LSTM units per layer
+    layers: int = 1
+    embedding_size: int = 0       # 0: one-hot input (the notebook's char model)
+    dropout: float = 0.0          # on non-recurrent connections only (Zaremba et al. 2014)
+    init: str = "notebook"        # "notebook": truncated normal, mean -0.1, sd 0.1; "uniform": +-0.08
+
+    def validate(self):
+        _check(self.kind in ("char", "bigram"), f"--model must be char or bigram, not {self.kind!r}")
+        _check(self.hidden >= 1, f"--hidden must be at least 1 (got {self.hidden})")
+        _check(self.layers >= 1, f"--layers must be at least 1 (got {self.layers})")
+        _check(self.embedding_size >= 0,
+               f"--embedding-size must be 0 (one-hot) or positive (got {self.embedding_size})")
+        _check(self.kind == "char" or self.embedding_size > 0,
+               "bigram models read an embedding: give --embedding-size > 0")
+        _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1) (got {self.dropout})")
+        _check(self.init in ("notebook", "uniform"), f"unknown init {self.init!r}")
+        return self
+
+
+@dataclass
+class TrainConfig:
+    corpus: str = "text8"
+    batch_size: int = 64
+    unrollings: int = 10          # tokens per truncated-BPTT window
+    steps: int = 7001             # total steps of the run (a resumed run continues to this count)
+    optimizer: str = "sgd"        # "sgd" or "adam"
+    learning_rate: float = 10.0
+    decay_rate: float = 0.1       # learning rate x decay_rate every decay_steps
+    decay_steps: int = 5000
+    staircase: bool = True
+    clip: float = 1.25            # global gradient norm; 0 turns clipping off
+    valid_size: int = 1000        # first characters of the corpus held out for validation
+    seed: int = 0
+    log_every: int = 100          # average loss, perplexities, learning rate
+    sample_every: int = 1000      # five 80-character samples
+    checkpoint_every: int = 1000
+    steps_per_call: int = 0       # training steps per compiled call; 0 = automatic
+    time_limit: float = 0.0       # seconds; 0 = none
+
+    def validate(self):
+        for name in ("batch_size", "unrollings", "steps", "decay_steps", "log_every"):
+            value = getattr(self, name)
+            _check(value >= 1, f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+        for name in ("valid_size", "sample_every", "checkpoint_every", "steps_per_call"):
+            value = getattr(self, name)
+            _check(value >= 0, f"--{name.replace('_', '-')} must not be negative (got {value})")
+        _check(self.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam, not {self.optimizer!r}")
+        _check(self.learning_rate > 0, f"--learning-rate must be positive (got {self.learning_rate})")
+        _check(0 < self.decay_rate <= 1, f"--decay-rate must be in (0, 1] (got {self.decay_rate})")
+        _check(self.clip >= 0, f"--clip must not be negative (got {self.clip})")
+        _check(self.time_limit >= 0, f"--time-limit must not be negative (got {self.time_limit})")
+        return self
+
+
+PRESETS: dict[str, dict] = {
+    # The ud730 assignment 6 notebook, exactly: char model, one-hot input, 64 nodes, batch 64,
+    # 10 unrollings, SGD 10.0 x0.1 every 5000 steps (staircase), clip 1.25, 7001 steps.
+    "ud730": dict(kind="char", hidden=64, layers=1, embedding_size=0, dropout=0.0, init="notebook",
+                  batch_size=64, unrollings=10, steps=7001, optimizer="sgd", learning_rate=10.0,
+                  decay_rate=0.1, decay_steps=5000, staircase=True, clip=1.25, valid_size=1000),
+    # Problem 2: bigram tokens (V**2 of them), an embedding lookup, dropout on the non-recurrent
+    # connections.  10 unrollings of bigrams see 20 characters.
+    "ud730-bigram": dict(kind="bigram", hidden=128, layers=1, embedding_size=128, dropout=0.1,
+                         init="notebook", batch_size=64, unrollings=10, steps=7001,
+                         optimizer="sgd", learning_rate=10.0, decay_rate=0.1, decay_steps=5000,
+                         staircase=True, clip=1.25, valid_size=1000),
+    # A stronger general-purpose starting point for any text file (char-rnn-like).
+    "small": dict(kind="char", hidden=256, layers=2, embedding_size=64, dropout=0.1, init="uniform",
+                  batch_size=32, unrollings=50, steps=5000, optimizer="adam", learning_rate=0.002,
+                  decay_rate=0.5, decay_steps=2000, staircase=True, clip=5.0, valid_size=10000),
+}
+
+
+def _check(ok: bool, message: str):
+    if not ok:
+        raise CharlmError(message)
+
+
+def field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def build_configs(preset: str = "ud730", **overrides) -> tuple[ModelConfig, TrainConfig]:
+    """Configs from a preset plus explicit overrides (``None`` values mean "not given")."""
+    if preset not in PRESETS:
+        raise CharlmError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    unknown = set(overrides) - field_names(ModelConfig) - field_names(TrainConfig)
+    if unknown:
+        raise TypeError(f"unknown configuration keys: {sorted(unknown)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    # A bigram model always reads an embedding; give it one if the user switched a char preset.
+    if values.get("kind") == "bigram" and not values.get("embedding_size"):
+        if overrides.get("embedding_size") is None:
+            values["embedding_size"] = 64
+    model = ModelConfig(**{k: v for k, v in values.items() if k in field_names(ModelConfig)})
+    train = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
+    return model.validate(), train.validate()

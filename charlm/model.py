@@ -1,0 +1,193 @@
+"""The LSTM language model: stacked single-matmul LSTM cells over char or bigram tokens.
+
+A cell's four gates come from one matmul of ``[x, h]`` with one kernel (ud730 problem 1): the
+columns of ``kernel`` are the input gate, forget gate, candidate ("update") and output gate, each
+``hidden`` wide, and ``bias`` is one vector for all four.  ``LSTMCell.step`` computes exactly that.
+
+For speed, :meth:`CharLM.unroll` splits the same matmul in two halves that are cheaper apart:
+the input half ``x @ kernel[:in]`` for every time step at once (for one-hot input it is a row
+lookup, for an embedding one big matmul), and only the recurrent half ``h @ kernel[in:]`` inside
+the time loop.  ``[x, h] @ [[Wx], [Wh]] == x @ Wx + h @ Wh``, so both compute the same cell; the
+tests check each against a plain-numpy four-matmul reference.
+
+Dropout (Zaremba et al. 2014) touches only non-recurrent connections: the input of each layer and
+the output of the top layer; the ``h -> h`` path through time is never dropped.  Dropout masks
+come from stateless random ops seeded by the caller, so a training run is reproducible and
+resumable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from .config import ModelConfig
+
+# Sequences at most this long are unrolled in Python inside a tf.function (fast for BPTT windows);
+# longer ones (evaluation chunks) use a symbolic loop.
+STATIC_UNROLL_LIMIT = 128
+
+
+def _initial(rng: np.random.Generator, shape, init: str) -> np.ndarray:
+    if init == "notebook":
+        # ud730 writes tf.truncated_normal(shape, -0.1, 0.1): mean -0.1, sd 0.1, cut at 2 sd.
+        values = rng.normal(-0.1, 0.1, size=shape)
+        bad = np.abs(values + 0.1) > 0.2
+        while bad.any():
+            values[bad] = rng.normal(-0.1, 0.1, size=int(bad.sum()))
+            bad = np.abs(values + 0.1) > 0.2
+        return values
+    return rng.uniform(-0.08, 0.08, size=shape)
+
+
+def lstm_gates(z, c):
+    """The LSTM update from pre-activations ``z = [i | f | g | o]``: new ``(h, c)``."""
+    i, f, g, o = tf.split(z, 4, axis=-1)
+    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(c), c
+
+
+class LSTMCell(tf.Module):
+    """One LSTM layer whose four gates come from a single matmul."""
+
+    def __init__(self, input_size: int, hidden: int, rng, init: str, dtype=tf.float32, name=None):
+        super().__init__(name=name)
+        self.input_size = input_size
+        self.hidden = hidden
+        self.kernel = tf.Variable(_initial(rng, (input_size + hidden, 4 * hidden), init),
+                                  dtype=dtype, name="kernel")
+        self.bias = tf.Variable(tf.zeros([4 * hidden], dtype=dtype), name="bias")
+
+    @property
+    def input_kernel(self):
+        return self.kernel[: self.input_size]
+
+    @property
+    def recurrent_kernel(self):
+        return self.kernel[self.input_size:]
+
+    def step(self, x, h, c):
+        """One time step, the problem-1 way: ``[x, h] @ kernel + bias`` then the gates."""
+        return lstm_gates(tf.matmul(tf.concat([x, h], axis=1), self.kernel) + self.bias, c)
+
+
+class CharLM(tf.Module):
+    """Embedding or one-hot input, ``layers`` LSTM cells, a softmax over the tokens."""
+
+    def __init__(self, config: ModelConfig, num_tokens: int, seed: int = 0, dtype=tf.float32):
+        super().__init__(name="charlm")
+        self.config = config
+        self.num_tokens = num_tokens
+        self.dtype = dtype
+        rng = np.random.default_rng(seed)
+        h = config.hidden
+        if config.embedding_size:
+            self.embedding = tf.Variable(
+                rng.uniform(-1.0, 1.0, size=(num_tokens, config.embedding_size)),
+                dtype=dtype, name="embedding")
+            size = config.embedding_size
+        else:
+            self.embedding = None
+            size = num_tokens
+        self.cells = []
+        for layer in range(config.layers):
+            self.cells.append(LSTMCell(size, h, rng, config.init, dtype, name=f"lstm_{layer}"))
+            size = h
+        self.out_w = tf.Variable(_initial(rng, (h, num_tokens), config.init), dtype=dtype, name="out_w")
+        self.out_b = tf.Variable(tf.zeros([num_tokens], dtype=dtype), name="out_b")
+
+    # -- state ---------------------------------------------------------------------------------
+    def zero_state(self, batch_size):
+        z = tf.zeros([batch_size, self.config.hidden], dtype=self.dtype)
+        return [(z, z) for _ in self.cells]
+
+    def num_parameters(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.trainable_variables))
+
+    # -- dropout -------------------------------------------------------------------------------
+    def _dropout(self, x, seed, salt: int, shape=None):
+        rate = self.config.dropout
+        if seed is None or rate <= 0:
+            return x
+        keep = 1.0 - rate
+        noise = tf.random.stateless_uniform(shape if shape is not None else tf.shape(x),
+                                            seed=seed + tf.constant([0, salt], dtype=seed.dtype),
+                                            dtype=self.dtype)
+        return x * tf.cast(noise < keep, self.dtype) / keep
+
+    # -- the whole model over a sequence ---------------------------------------------------------
+    def input_projection(self, tokens, seed=None):
+        """``x_t @ kernel[:in] + bias`` of layer 0 for all steps: ``[T, B, 4H]``."""
+        cell = self.cells[0]
+        if self.embedding is None:
+            # One-hot input times a matrix is a row lookup; dropping a one-hot input drops its row.
+            xw = tf.gather(cell.input_kernel, tokens)
+            if seed is not None and self.config.dropout > 0:
+                xw = self._dropout(xw, seed, 0, shape=tf.concat([tf.shape(tokens), [1]], 0))
+        else:
+            e = self._dropout(tf.gather(self.embedding, tokens), seed, 0)
+            xw = _matmul_seq(e, cell.input_kernel)
+        return xw + cell.bias
+
+    def unroll(self, tokens, state, seed=None):
+        """Run the model over ``tokens`` ``[T, B]`` from ``state``.
+
+        Returns ``(logits [T, B, num_tokens], new_state)``.  ``seed`` (a shape-[2] int tensor)
+        turns dropout on; ``None`` is inference.
+        """
+        outputs = None
+        new_state = []
+        for layer, cell in enumerate(self.cells):
+            if layer == 0:
+                xw = self.input_projection(tokens, seed)
+            else:
+                xw = _matmul_seq(self._dropout(outputs, seed, layer), cell.input_kernel) + cell.bias
+            h, c = state[layer]
+            outputs, h, c = _recur(xw, h, c, cell.recurrent_kernel)
+            new_state.append((h, c))
+        top = self._dropout(outputs, seed, len(self.cells))
+        return _matmul_seq(top, self.out_w) + self.out_b, new_state
+
+    # -- one step at a time (sampling) -------------------------------------------------------------
+    def input_table(self):
+        """Layer 0's ``x @ kernel[:in] + bias`` for every token: ``[num_tokens, 4H]``."""
+        cell = self.cells[0]
+        table = cell.input_kernel if self.embedding is None else tf.matmul(self.embedding, cell.input_kernel)
+        return table + cell.bias
+
+    def step(self, table, tokens, state):
+        """One inference step for tokens ``[B]``: ``(logits [B, V], new_state)``."""
+        new_state = []
+        x = None
+        for layer, cell in enumerate(self.cells):
+            h, c = state[layer]
+            xw = tf.gather(table, tokens) if layer == 0 else tf.matmul(x, cell.input_kernel) + cell.bias
+            x, c = lstm_gates(xw + tf.matmul(h, cell.recurrent_kernel), c)
+            new_state.append((x, c))
+        return tf.matmul(x, self.out_w) + self.out_b, new_state
+
+
+def _matmul_seq(x, w):
+    """``[T, B, K] @ [K, N]`` as one matmul."""
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), w)
+    return tf.reshape(y, tf.concat([shape[:-1], [tf.shape(w)[1]]], 0))
+
+
+def _recur(xw, h, c, w_h):
+    """The recurrent half of one layer over all steps: ``(outputs [T, B, H], h, c)``."""
+    steps = xw.shape[0]
+    if steps is not None and steps <= STATIC_UNROLL_LIMIT:
+        outputs = []
+        for t in range(steps):
+            h, c = lstm_gates(xw[t] + tf.matmul(h, w_h), c)
+            outputs.append(h)
+        return tf.stack(outputs), h, c
+    n = tf.shape(xw)[0]
+    out = tf.TensorArray(xw.dtype, size=n)
+
+    def body(t, h, c, out):
+        h, c = lstm_gates(xw[t] + tf.matmul(h, w_h), c)
+        return t + 1, h, c, out.write(t, h)
+
+    _, h, c, out = tf.while_loop(lambda t, *_: t < n, body, (0, h, c, out))
+    return out.stack(), h, c

@@ -1,0 +1,119 @@
+"""Generating text from a model.
+
+The prime is read through the model in one call; then a compiled XLA while-loop picks a token,
+feeds it back, and repeats, for all ``num_samples`` sequences at once (they are rows of one
+batch, so several cost little more than one).  Picking uses the Gumbel-max trick on stateless
+noise seeded by ``(seed, step)``: the same seed gives the same text.
+
+Temperature 0 means greedy (argmax) by design; ``top_k`` keeps only the k likeliest tokens.
+
+Bigram models emit two characters per token.  An odd prime leaves one character unread: the first
+pick is then restricted to the pairs that start with it, and only its second character is emitted.
+An odd length keeps only the first character of the last pair.  The prime followed by exactly
+``length`` generated characters is returned.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import CharlmError
+from .vocab import Tokenizer
+
+
+class Sampler:
+    def __init__(self, model, tokenizer: Tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self._prime_fn = tf.function(self._read_prime, reduce_retracing=True)
+        self._loop_fn = tf.function(self._loop, jit_compile=True, reduce_retracing=True)
+
+    def _read_prime(self, tokens, state):
+        logits, state = self.model.unroll(tokens, state)
+        return logits[-1], state
+
+    def _loop(self, logits, state, steps, temperature, top_k, seed, first_mask):
+        model = self.model
+        table = model.input_table()
+        batch = tf.shape(logits)[0]
+        out = tf.TensorArray(tf.int32, size=steps)
+
+        def body(i, logits, state, out):
+            allowed = tf.logical_or(i > 0, first_mask)[None, :]
+            logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
+            token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(i, tf.int64)]))
+            logits, state = model.step(table, token, state)
+            return i + 1, logits, state, out.write(i, token)
+
+        _, _, _, out = tf.while_loop(lambda i, *_: i < steps, body, (0, logits, state, out))
+        return tf.reshape(out.stack(), [steps, batch])
+
+    def generate(self, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
+                 seed: int | None = None, num_samples: int = 1, oov: str = "error") -> list[str]:
+        if length < 0:
+            raise CharlmError(f"--length must not be negative (got {length})")
+        if temperature < 0:
+            raise CharlmError(f"--temperature must be positive, or 0 for greedy (got {temperature})")
+        if top_k < 0:
+            raise CharlmError(f"--top-k must be 0 (off) or positive (got {top_k})")
+        if num_samples < 1:
+            raise CharlmError(f"--num-samples must be at least 1 (got {num_samples})")
+        tok = self.tokenizer
+        model = self.model
+        if length == 0:
+            return [prime] * num_samples
+        ids = tok.vocab.encode(prime, oov=oov, what="prime")
+        prime_text = tok.vocab.decode(ids)
+        tokens, leftover = tok.tokens(ids), tok.leftover(ids)
+        state = model.zero_state(num_samples)
+        if tokens.size:
+            batch = np.repeat(tokens.astype(np.int32)[:, None], num_samples, axis=1)
+            logits, state = self._prime_fn(tf.constant(batch), state)
+        else:
+            logits = tf.tile(model.out_b[None, :], [num_samples, 1])
+        first_mask = np.ones(tok.num_tokens, dtype=bool)
+        remaining = length
+        if leftover.size:           # bigram with an odd prime: finish the open pair first
+            first_mask[:] = False
+            v = tok.vocab.size
+            first_mask[int(leftover[0]) * v:(int(leftover[0]) + 1) * v] = True
+            steps = 1 + -(-(length - 1) // 2)
+        else:
+            steps = -(-length // tok.chars_per_token)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(7), "little")
+        out = self._loop_fn(logits, state, tf.constant(steps, tf.int32),
+                            tf.constant(float(temperature), logits.dtype),
+                            tf.constant(top_k, tf.int32), tf.constant(seed, tf.int64),
+                            tf.constant(first_mask)).numpy()
+        texts = []
+        for row in out.T:
+            chars = tok.chars(row)
+            if leftover.size:
+                chars = chars[1:]    # the open pair's first character is the prime's last
+            texts.append(prime_text + tok.vocab.decode(chars[:length]))
+        return texts
+
+
+def pick(logits, temperature, top_k, seed):
+    """One token per row: greedy at temperature 0, else a softmax draw (Gumbel-max) at ``1/T``."""
+    k = tf.minimum(top_k, tf.shape(logits)[-1])
+    kth = tf.gather(tf.sort(logits, direction="DESCENDING"), tf.maximum(k - 1, 0), axis=-1)[:, None]
+    neg_inf = tf.constant(-np.inf, logits.dtype)
+    logits = tf.where(tf.logical_and(k > 0, logits < kth), neg_inf, logits)
+    uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-20, maxval=1.0,
+                                          dtype=logits.dtype)
+    gumbel = -tf.math.log(-tf.math.log(uniform))
+    scores = tf.where(temperature > 0, logits / tf.maximum(temperature, 1e-30) + gumbel, logits)
+    return tf.argmax(scores, axis=-1, output_type=tf.int32)
+
+
+def sample(checkpoint, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
+           seed: int | None = None, num_samples: int = 1, oov: str = "error") -> list[str]:
+    """Load the run in ``checkpoint`` and generate ``num_samples`` texts."""
+    from .checkpoint import load_model
+
+    model, tokenizer, _ = load_model(checkpoint)
+    return Sampler(model, tokenizer).generate(prime, length, temperature, top_k, seed, num_samples, oov)

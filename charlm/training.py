@@ -1,0 +1,345 @@
+"""Training: the ud730 loop, compiled.
+
+Each compiled call runs several SGD/Adam steps (an XLA while-loop over a block of batches the
+numpy BatchGenerator made in one go), so Python and the TensorFlow runtime are visited once per
+block, not once per step.  Calls end on the logging, sampling and checkpoint boundaries, so what
+a user sees is step-exact: every ``log_every`` steps the average loss, the learning rate, the
+minibatch perplexity and the validation perplexity; every ``sample_every`` steps five samples.
+
+Everything a run needs to continue exactly lives in one ``tf.train.Checkpoint``: weights, optimizer
+slots and step, the BatchGenerator's cursors, the carried LSTM state and the dropout random
+generator.  ``SIGINT``/``SIGTERM`` end the current block, save, and return.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from . import checkpoint as ckpt
+from .batches import BatchGenerator
+from .config import ModelConfig, TrainConfig, build_configs
+from .errors import CharlmError
+from .evaluate import Scorer
+from .model import CharLM
+from .optim import learning_rate, make_optimizer
+from .sample import Sampler
+from .vocab import Tokenizer, Vocabulary
+
+MAX_STEPS_PER_CALL = 100
+
+
+def split_ids(ids: np.ndarray, valid_size: int):
+    """The notebook's split: the first ``valid_size`` characters validate, the rest train."""
+    return ids[:valid_size], ids[valid_size:]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    seconds: float
+    last_loss: float = float("nan")
+    valid_perplexity: float | None = None
+    stopped: str = "finished"          # finished | time-limit | interrupted
+    history: list = field(default_factory=list)
+
+
+def _log(message: str):
+    print(message, file=sys.stderr, flush=True)
+
+
+class Trainer:
+    """One training run in one run folder (new, or resumed from its checkpoint)."""
+
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, text: str, run_dir,
+                 resume: bool = False, log=_log, extra_info: dict | None = None):
+        self.model_cfg, self.cfg = model_cfg, train_cfg
+        self.run_dir = Path(run_dir)
+        self.log = log
+        if resume:
+            vocab = ckpt.read_run_config(self.run_dir)["vocabulary"]
+            ids = vocab.encode(text, what="corpus")
+        else:
+            vocab = Vocabulary.from_text(text)
+            ids = vocab.encode(text)
+        self.vocab = vocab
+        self.tokenizer = Tokenizer(model_cfg.kind, vocab)
+        valid_ids, train_ids = split_ids(ids, train_cfg.valid_size)
+        if train_ids.size == 0:
+            raise CharlmError(f"the corpus has {ids.size} characters, all taken by --valid-size "
+                              f"{train_cfg.valid_size}; nothing is left to train on")
+        self.valid_ids = valid_ids
+        train_tokens = self.tokenizer.tokens(train_ids)
+        if train_tokens.size < train_cfg.batch_size * (train_cfg.unrollings + 1):
+            unit = "characters" if model_cfg.kind == "char" else "character pairs"
+            raise CharlmError(
+                f"the training text has {train_tokens.size} {unit}, fewer than one batch needs "
+                f"(batch size {train_cfg.batch_size} x (unrollings {train_cfg.unrollings} + 1) = "
+                f"{train_cfg.batch_size * (train_cfg.unrollings + 1)}); use a longer corpus or a "
+                f"smaller --batch-size / --unrollings")
+        self.generator = BatchGenerator(train_tokens, train_cfg.batch_size, train_cfg.unrollings)
+
+        tf.random.set_seed(train_cfg.seed)
+        self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed)
+        self.variables = list(self.model.trainable_variables)
+        self.optimizer = make_optimizer(train_cfg, self.variables)
+        b, h = train_cfg.batch_size, model_cfg.hidden
+        self.carried = [(tf.Variable(tf.zeros([b, h]), trainable=False, name=f"h{i}"),
+                         tf.Variable(tf.zeros([b, h]), trainable=False, name=f"c{i}"))
+                        for i in range(model_cfg.layers)]
+        self.cursors = tf.Variable(self.generator.cursors, dtype=tf.int64, trainable=False, name="cursors")
+        self.rng = tf.random.Generator.from_seed(train_cfg.seed)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, cursors=self.cursors, rng=self.rng,
+            carried=[list(pair) for pair in self.carried])
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / ckpt.CKPT_DIR),
+                                                  max_to_keep=3)
+        if resume:
+            self._restore()
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info)
+        self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096)
+        self.sampler = Sampler(self.model, self.tokenizer)
+        self._train_fn = tf.function(self._train_block, jit_compile=True, reduce_retracing=True)
+        self._stop_signal = None
+
+    # -- the compiled block of steps ---------------------------------------------------------------
+    def _one_step(self, batch):
+        cfg = self.cfg
+        state = [(h.read_value(), c.read_value()) for h, c in self.carried]
+        seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else None
+        with tf.GradientTape() as tape:
+            logits, new_state = self.model.unroll(batch[:-1], state, seed)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=batch[1:], logits=logits))
+        grads = tape.gradient(loss, self.variables)
+        gnorm = tf.linalg.global_norm(grads)
+        if cfg.clip > 0:
+            grads, _ = tf.clip_by_global_norm(grads, cfg.clip, use_norm=gnorm)
+        lr = learning_rate(cfg, self.optimizer.step)
+        self.optimizer.apply(grads, self.variables, lr)
+        for (hv, cv), (h, c) in zip(self.carried, new_state):
+            hv.assign(h)
+            cv.assign(c)
+        return loss, gnorm, lr
+
+    def _train_block(self, batches):
+        n = tf.shape(batches)[0]
+        losses = tf.TensorArray(tf.float32, size=n)
+        norms = tf.TensorArray(tf.float32, size=n)
+        lrs = tf.TensorArray(tf.float32, size=n)
+        for k in tf.range(n):
+            loss, gnorm, lr = self._one_step(batches[k])
+            losses = losses.write(k, loss)
+            norms = norms.write(k, gnorm)
+            lrs = lrs.write(k, lr)
+        return losses.stack(), norms.stack(), lrs.stack()
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _restore(self):
+        path = self.manager.latest_checkpoint
+        if path is None:
+            raise CharlmError(f"--resume: {self.run_dir} has no checkpoint to resume from")
+        try:
+            self.checkpoint.restore(path).assert_consumed()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise CharlmError(f"--resume: cannot restore {path} ({str(e).splitlines()[0][:200]})")
+        self.generator.cursors = self.cursors.numpy().copy()
+        self.log(f"resumed {self.run_dir} at step {self.step}")
+
+    def save(self):
+        self.cursors.assign(self.generator.cursors)
+        self.manager.save(checkpoint_number=self.step)
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.step.numpy())
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def _validate(self):
+        if self.valid_ids.size == 0:
+            return None
+        return self.scorer.score_ids(self.valid_ids)
+
+    def _samples(self, count=5, length=80):
+        rng = np.random.default_rng(self.cfg.seed + self.step)
+        texts = []
+        for _ in range(count):
+            first = self.vocab.chars[rng.integers(self.vocab.size)]
+            texts += self.sampler.generate(prime=first, length=length - 1,
+                                           seed=int(rng.integers(2**31)))
+        return texts
+
+    def _install_signals(self):
+        def handler(signum, frame):
+            self._stop_signal = signum
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:          # not the main thread: leave signals alone
+                pass
+        return previous
+
+    def run(self, steps: int | None = None, time_limit: float | None = None) -> TrainResult:
+        cfg = self.cfg
+        total = cfg.steps if steps is None else steps
+        time_limit = cfg.time_limit if time_limit is None else time_limit
+        result = TrainResult(self.run_dir, self.step, 0.0)
+        per_call = cfg.steps_per_call or MAX_STEPS_PER_CALL
+        chars_per_step = cfg.batch_size * cfg.unrollings * self.tokenizer.chars_per_token
+        writer = tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR))
+        previous = self._install_signals()
+        start = time.perf_counter()
+        window_losses, window_start, window_steps = [], time.perf_counter(), 0
+        self.log(f"training {self.model.num_parameters():,} parameters on "
+                 f"{self.generator.tokens.size:,} tokens, steps {self.step}..{total}, run {self.run_dir}")
+        try:
+            while self.step < total:
+                step = self.step
+                # end each block on the next logging / sampling / checkpoint boundary
+                stops = [total, step + per_call]
+                for every in (cfg.log_every, cfg.sample_every, cfg.checkpoint_every):
+                    if every:
+                        stops.append((step // every + 1) * every)
+                count = min(stops) - step
+                batches = self.generator.next_many(count).astype(np.int32)
+                losses, norms, lrs = self._train_fn(tf.constant(batches))
+                losses = losses.numpy()
+                if not np.all(np.isfinite(losses)):
+                    bad = step + int(np.argmin(np.isfinite(losses)))
+                    raise CharlmError(
+                        f"the loss became non-finite at step {bad}; stopped without saving, the last "
+                        f"good checkpoint in {self.run_dir} is kept (try a lower --learning-rate or --clip)")
+                window_losses.extend(losses.tolist())
+                window_steps += count
+                step = self.step
+                result.last_loss = float(losses[-1])
+                out_of_time = bool(time_limit) and time.perf_counter() - start >= time_limit
+                ending = step >= total or out_of_time or self._stop_signal is not None
+                if cfg.log_every and (step % cfg.log_every == 0 or ending):
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": step, "loss": float(np.mean(window_losses)),
+                              "learning_rate": float(lrs.numpy()[-1]),
+                              "minibatch_perplexity": float(np.exp(losses[-1])),
+                              "grad_norm": float(norms.numpy()[-1]),
+                              "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9)}
+                    score = self._validate()
+                    if score is not None:
+                        record.update(valid_perplexity=score.perplexity, valid_bpc=score.bits_per_char)
+                        result.valid_perplexity = score.perplexity
+                    record["time"] = round(time.perf_counter() - start, 3)
+                    self._report(record, writer)
+                    result.history.append(record)
+                    window_losses, window_start, window_steps = [], time.perf_counter(), 0
+                if cfg.sample_every and step % cfg.sample_every == 0:
+                    texts = self._samples()
+                    self.log("=" * 80 + "\n" + "\n".join(texts) + "\n" + "=" * 80)
+                    with writer.as_default(step=step):
+                        tf.summary.text("samples", "\n\n".join(texts))
+                if ending or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                    self.save()
+                if out_of_time:
+                    result.stopped = "time-limit"
+                    self.log(f"time limit of {time_limit:g} s reached at step {step}; saved")
+                    break
+                if self._stop_signal is not None:
+                    result.stopped = "interrupted"
+                    self.log(f"interrupted (signal {self._stop_signal}) at step {step}; saved, "
+                             f"continue with --resume")
+                    break
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            writer.close()
+        result.step = self.step
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _report(self, record: dict, writer):
+        ckpt.append_metrics(self.run_dir, record)
+        with writer.as_default(step=record["step"]):
+            tf.summary.scalar("train/loss", record["loss"])
+            tf.summary.scalar("train/minibatch_perplexity", record["minibatch_perplexity"])
+            tf.summary.scalar("train/bits_per_char",
+                              record["loss"] / math.log(2) / self.tokenizer.chars_per_token)
+            tf.summary.scalar("train/learning_rate", record["learning_rate"])
+            tf.summary.scalar("train/grad_norm", record["grad_norm"])
+            tf.summary.scalar("train/chars_per_sec", record["chars_per_sec"])
+            if "valid_perplexity" in record:
+                tf.summary.scalar("valid/perplexity", record["valid_perplexity"])
+                tf.summary.scalar("valid/bits_per_char", record["valid_bpc"])
+        valid = (f"  valid ppl {record['valid_perplexity']:.2f}" if "valid_perplexity" in record else "")
+        self.log(f"step {record['step']:>6}  loss {record['loss']:.4f}  lr {record['learning_rate']:.4g}  "
+                 f"minibatch ppl {record['minibatch_perplexity']:.2f}{valid}  "
+                 f"{record['chars_per_sec']:,.0f} chars/s")
+
+
+def _compare_configs(old: dict, new: dict, names) -> list[str]:
+    return [f"{n} {old[n]!r} -> {new[n]!r}" for n in names if n in old and old[n] != new[n]]
+
+
+def _load_corpus(spec):
+    from .corpora import load_corpus
+    return load_corpus(spec)
+
+
+def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, preset: str = "ud730",
+          text: str | None = None, log=_log, **overrides) -> TrainResult:
+    """Train a model (the ``train`` command).  ``overrides`` are ModelConfig/TrainConfig fields.
+
+    ``text`` trains on a string directly; otherwise ``corpus`` is a file path or dataset name.
+    """
+    steps, time_limit = overrides.pop("steps", None), overrides.pop("time_limit", None)
+    if resume:
+        if checkpoint_dir is None:
+            raise CharlmError("--resume needs --checkpoint-dir")
+        info = ckpt.read_run_config(checkpoint_dir)
+        model_cfg, train_cfg = info["model_config"], info["train_config"]
+        asked_model, asked_train = build_configs(preset, **overrides) if overrides else (None, None)
+        if overrides:
+            given = set(k for k, v in overrides.items() if v is not None)
+            diffs = _compare_configs(dataclasses.asdict(model_cfg), dataclasses.asdict(asked_model),
+                                     given & set(dataclasses.asdict(model_cfg)))
+            diffs += _compare_configs(dataclasses.asdict(train_cfg), dataclasses.asdict(asked_train),
+                                      given & {"batch_size", "unrollings", "optimizer", "seed",
+                                               "valid_size", "corpus"})
+            if diffs:
+                raise CharlmError(f"--resume: the run in {checkpoint_dir} was trained with a different "
+                                  f"setup ({'; '.join(diffs)}); drop those flags or train a new run")
+        if steps is not None:
+            train_cfg.steps = steps
+        if time_limit is not None:
+            train_cfg.time_limit = time_limit
+        train_cfg.validate()
+        run_dir = Path(checkpoint_dir)
+        corpus_text = text if text is not None else _load_corpus(train_cfg.corpus)
+    else:
+        model_cfg, train_cfg = build_configs(preset, steps=steps, time_limit=time_limit,
+                                             corpus=corpus, **overrides)
+        run_dir = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_run_dir(preset, model_cfg.kind)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise CharlmError(f"--checkpoint-dir {run_dir} is a file, not a directory")
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
+            raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
+                              f"or choose another --checkpoint-dir (nothing was changed)")
+        if text is None:
+            corpus_text = _load_corpus(train_cfg.corpus)
+            if Path(train_cfg.corpus).is_file():     # remember where it was, for --resume and eval --split
+                train_cfg.corpus = str(Path(train_cfg.corpus).resolve())
+        else:
+            corpus_text = text
+    trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
+                      extra_info={"preset": preset})
+    return trainer.run()

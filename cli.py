@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""charlm's command line: a thin click layer over the ``charlm`` package.
+
+Results go to stdout, logs and progress to stderr.  A user mistake ends in one ``Error:`` line and
+exit status 1 (click's own usage errors: status 2); TensorFlow is imported only by the commands
+that need it, so ``--help`` is instant.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from charlm.config import PRESETS
+from charlm.errors import CharlmError
+
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def user_errors(fn):
+    """Turn CharlmError (and a few OS errors) into one clear line and a non-zero exit."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CharlmError as e:
+            raise click.ClickException(str(e))
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except OSError as e:
+            raise click.ClickException(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """charlm: character- and bigram-level LSTM language models (ud730 assignment 6)."""
+
+
+# -- train ----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--corpus", default=None, help="Text file (.txt/.gz/.bz2/.xz/.zip) or dataset name "
+              "(text8, enwik8, tinyshakespeare). Default: text8, downloaded on first use.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="ud730", show_default=True,
+              help="Named settings; explicit flags override them.")
+@click.option("--model", "kind", type=click.Choice(["char", "bigram"]), default=None,
+              help="Token kind: characters, or non-overlapping character pairs (ud730 problem 2).")
+@click.option("--hidden", type=POSITIVE, default=None, help="LSTM units per layer.")
+@click.option("--layers", type=POSITIVE, default=None, help="Stacked LSTM layers.")
+@click.option("--embedding-size", type=NON_NEGATIVE, default=None, help="Input embedding width (0: one-hot).")
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Dropout on non-recurrent connections, in [0, 1).")
+@click.option("--init", type=click.Choice(["notebook", "uniform"]), default=None,
+              help="Weight initialisation: the notebook's truncated normal or uniform +-0.08.")
+@click.option("--batch-size", type=POSITIVE, default=None)
+@click.option("--unrollings", type=POSITIVE, default=None, help="Tokens per truncated-BPTT window.")
+@click.option("--steps", type=POSITIVE, default=None, help="Total training steps of the run.")
+@click.option("--time-limit", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds, save and report.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--decay-rate", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Learning rate factor every --decay-steps.")
+@click.option("--decay-steps", type=POSITIVE, default=None)
+@click.option("--staircase/--no-staircase", default=None, help="Decay in steps (ud730) or smoothly.")
+@click.option("--clip", type=click.FloatRange(min=0), default=None, help="Global gradient norm (0: off).")
+@click.option("--valid-size", type=NON_NEGATIVE, default=None,
+              help="First characters of the corpus held out for validation.")
+@click.option("--seed", type=int, default=None)
+@click.option("--log-every", type=POSITIVE, default=None)
+@click.option("--sample-every", type=NON_NEGATIVE, default=None, help="0: no samples while training.")
+@click.option("--checkpoint-every", type=NON_NEGATIVE, default=None)
+@click.option("--checkpoint-dir", type=click.Path(), default=None,
+              help="Run folder (default: checkpoints/<preset>-<model>-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --checkpoint-dir.")
+@user_errors
+def train(corpus, preset, kind, checkpoint_dir, resume, **options):
+    """Train a model; checkpoints, metrics and TensorBoard logs go to the run folder."""
+    _quiet_tensorflow()
+    from charlm.training import train as run
+
+    result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, preset=preset,
+                 kind=kind, **options)
+    summary = {"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
+               "seconds": round(result.seconds, 2), "loss": result.last_loss,
+               "valid_perplexity": result.valid_perplexity}
+    click.echo(json.dumps(summary))
+
+
+def _checkpoint_option(fn):
+    return click.option("--checkpoint", type=click.Path(), default=None,
+                        help="Run folder (default: the newest under checkpoints/).")(fn)
+
+
+def _resolve_checkpoint(path):
+    from charlm.checkpoint import find_latest_run
+
+    return path if path is not None else str(find_latest_run())
+
+
+OOV_OPTION = click.option("--oov", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+                          help="Characters the model never saw: stop with an error, or skip them.")
+
+
+# -- sample ----------------------------------------------------------------------------------------
+@main.command()
+@_checkpoint_option
+@click.option("--length", type=NON_NEGATIVE, default=500, show_default=True, help="Characters to generate.")
+@click.option("--prime", default="", help="Text to start from (printed before the generated text).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Softmax temperature; 0 picks the likeliest token (greedy).")
+@click.option("--top-k", type=NON_NEGATIVE, default=0, help="Sample among the k likeliest tokens (0: all).")
+@click.option("--seed", type=int, default=None, help="Same seed, same text.")
+@click.option("--num-samples", type=POSITIVE, default=1, show_default=True)
+@OOV_OPTION
+@user_errors
+def sample(checkpoint, length, prime, temperature, top_k, seed, num_samples, oov):
+    """Generate text: stdout holds the prime followed by exactly LENGTH characters per sample."""
+    _quiet_tensorflow()
+    from charlm.sample import sample as generate
+
+    path = _resolve_checkpoint(checkpoint)
+    click.echo(f"sampling from {path}", err=True)
+    texts = generate(path, prime=prime, length=length, temperature=temperature, top_k=top_k,
+                     seed=seed, num_samples=num_samples, oov=oov)
+    for i, text in enumerate(texts):
+        if i:
+            click.echo()
+        click.echo(text)
+
+
+# -- eval ----------------------------------------------------------------------------------------------
+@main.command("eval")
+@_checkpoint_option
+@click.option("--text-file", type=click.Path(), default=None, help="Text to score (any corpus format).")
+@click.option("--split", type=click.Choice(["valid", "train"]), default=None,
+              help="Score the run's own validation or training split instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last stdout line.")
+@OOV_OPTION
+@user_errors
+def eval_(checkpoint, text_file, split, as_json, oov):
+    """Perplexity and bits per character of a text, the LSTM state carried through it."""
+    if text_file and split:
+        raise click.UsageError("give either --text-file or --split, not both")
+    if not text_file and not split:
+        split = "valid"
+    _quiet_tensorflow()
+    from charlm.corpora import read_text_file
+    from charlm.evaluate import evaluate
+
+    path = _resolve_checkpoint(checkpoint)
+    text = read_text_file(text_file) if text_file else None
+    score, tokenizer = evaluate(path, text=text, split=split, oov=oov)
+    figures = score.as_dict(tokenizer)
+    if as_json:
+        click.echo(json.dumps(figures))
+    else:
+        click.echo(f"characters       {figures['characters']:,}")
+        click.echo(f"nats per char    {figures['nats_per_char']:.4f}")
+        click.echo(f"bits per char    {figures['bits_per_char']:.4f}")
+        click.echo(f"perplexity       {figures['perplexity']:.4f}")
+        if "tokens" in figures:
+            click.echo(f"tokens           {figures['tokens']:,}")
+            click.echo(f"nats per token   {figures['nats_per_token']:.4f}")
+            click.echo(f"perplexity/token {figures['perplexity_per_token']:.4f}")
+
+
+# -- datasets ----------------------------------------------------------------------------------------
+@main.group()
+def datasets():
+    """List or download the named corpora."""
+
+
+@datasets.command("list")
+@user_errors
+def datasets_list():
+    """The named datasets, their sizes and whether they are cached."""
+    from charlm.corpora import DATASETS, dataset_path
+
+    for name, ds in DATASETS.items():
+        cached = "cached" if dataset_path(name).exists() else "not downloaded"
+        click.echo(f"{name:<16} {ds.size:>12,} bytes  {cached:<15} {ds.description}")
+
+
+@datasets.command("download")
+@click.argument("name")
+@click.option("--data-dir", type=click.Path(), default=None, help="Cache folder (default: datasets/).")
+@click.option("--mirror", default=None, help="Base URL replacing the official one (also $CHARLM_MIRROR).")
+@user_errors
+def datasets_download(name, data_dir, mirror):
+    """Download NAME into the cache (checked by size and sha256)."""
+    from charlm.corpora import download
+
+    click.echo(str(download(name, data_dir=data_dir, mirror=mirror)))
+
+
+if __name__ == "__main__":
+    main()

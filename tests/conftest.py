@@ -1,0 +1,41 @@
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+WORDS = ("the of and to in a is that for it as was with be by on not he i this are or his from at "
+         "which but have an they you were her she there one all we their been has when who will more "
+         "no if out so said what up its about into than them can only other new some could time these "
+         "two may then do first any my now such like our over man me even most made after also did "
+         "many before must through back years where much your way well down should because each just "
+         "those people mr how too little state good very make world still own see men work long get "
+         "here between both life being under never day same another know while last might us great "
+         "old year off come since against go came right used take three").split()
+
+
+def make_text(n_chars: int, seed: int = 0, sentences: bool = False) -> str:
+    """English-like text from a word list (no shared data is used in tests)."""
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < n_chars:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 12))]
+        s = " ".join(words)
+        if sentences:
+            s = s.capitalize() + rng.choice([".", ".", ",", "?", "!"]) + ("\n" if rng.random() < 0.2 else "")
+        out.append(s)
+        size += len(s) + 1
+    return " ".join(out)[:n_chars]
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_text(60000, seed=1, sentences=True), encoding="utf-8")
+    return path

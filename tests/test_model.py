@@ -1,0 +1,176 @@
+"""Numerics of the LSTM against independent references (tests/reference.py)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from charlm.config import ModelConfig
+from charlm.evaluate import Scorer
+from charlm.model import STATIC_UNROLL_LIMIT, CharLM
+from charlm.sample import Sampler
+from charlm.vocab import Tokenizer, Vocabulary
+from reference import four_matmul_cell, log_softmax, numpy_forward, split_gates, weights_of
+
+
+def make_model(kind="char", embedding=0, layers=1, hidden=8, tokens=7, dropout=0.0, dtype=tf.float64,
+               init="uniform", seed=3):
+    cfg = ModelConfig(kind=kind, hidden=hidden, layers=layers, embedding_size=embedding,
+                      dropout=dropout, init=init)
+    model = CharLM(cfg, tokens, seed=seed, dtype=dtype)
+    # non-zero biases so the bias paths are checked too
+    rng = np.random.default_rng(seed + 1)
+    for cell in model.cells:
+        cell.bias.assign(rng.normal(0, 0.3, cell.bias.shape))
+    model.out_b.assign(rng.normal(0, 0.3, model.out_b.shape))
+    return model
+
+
+def test_ud730_parameter_count():
+    model = CharLM(ModelConfig(), 27)
+    assert model.num_parameters() == 25307
+
+
+def test_notebook_init_is_truncated_normal_around_minus_0_1():
+    w = CharLM(ModelConfig(hidden=64, init="notebook"), 27).cells[0].kernel.numpy()
+    assert w.min() >= -0.3 - 1e-6 and w.max() <= 0.1 + 1e-6
+    assert abs(w.mean() + 0.1) < 0.01 and 0.07 < w.std() < 0.1
+
+
+def test_single_matmul_step_equals_four_matmul_cell():
+    model = make_model(hidden=6, tokens=5)
+    cell = model.cells[0]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 5))
+    h = rng.normal(size=(4, 6))
+    c = rng.normal(size=(4, 6))
+    got_h, got_c = cell.step(tf.constant(x), tf.constant(h), tf.constant(c))
+    want_h, want_c = four_matmul_cell(x, h, c, *split_gates(cell.kernel.numpy(), cell.bias.numpy(), 5))
+    np.testing.assert_allclose(got_h.numpy(), want_h, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_c.numpy(), want_c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("embedding,layers", [(0, 1), (0, 2), (5, 1), (5, 3)])
+@pytest.mark.parametrize("steps", [6, STATIC_UNROLL_LIMIT + 3])   # Python-unrolled and while-loop paths
+def test_unroll_matches_numpy_forward(embedding, layers, steps):
+    model = make_model(embedding=embedding, layers=layers)
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 7, size=(steps, 3))
+    start = [(rng.normal(size=(3, 8)), rng.normal(size=(3, 8))) for _ in range(layers)]
+    logits, state = tf.function(model.unroll)(tf.constant(tokens), [tuple(map(tf.constant, s)) for s in start])
+    want, want_state = numpy_forward(weights_of(model), tokens, 7, embedding=bool(embedding), state=start)
+    np.testing.assert_allclose(logits.numpy(), want, rtol=1e-10, atol=1e-10)
+    for (h, c), (wh, wc) in zip(state, want_state):
+        np.testing.assert_allclose(h.numpy(), wh, atol=1e-10)
+        np.testing.assert_allclose(c.numpy(), wc, atol=1e-10)
+
+
+@pytest.mark.parametrize("embedding,layers", [(0, 1), (4, 2)])
+def test_step_with_input_table_matches_unroll(embedding, layers):
+    """The sampling path (input lookup table + one step at a time) equals the unroll path."""
+    model = make_model(embedding=embedding, layers=layers)
+    tokens = np.random.default_rng(2).integers(0, 7, size=(5, 2))
+    want, _ = numpy_forward(weights_of(model), tokens, 7, embedding=bool(embedding))
+    table = model.input_table()
+    state = model.zero_state(2)
+    for t in range(5):
+        logits, state = model.step(table, tf.constant(tokens[t]), state)
+        np.testing.assert_allclose(logits.numpy(), want[t], atol=1e-10)
+
+
+@pytest.mark.parametrize("embedding,layers,dropout", [(0, 1, 0.0), (4, 2, 0.0), (4, 2, 0.3), (0, 1, 0.3)])
+def test_gradients_match_finite_differences(embedding, layers, dropout):
+    model = make_model(embedding=embedding, layers=layers, hidden=5, tokens=6, dropout=dropout)
+    tokens = tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2)))
+    seed = tf.constant([7, 11], tf.int64) if dropout else None
+    variables = model.trainable_variables
+
+    def loss_fn():
+        logits, _ = model.unroll(tokens[:-1], model.zero_state(2), seed)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens[1:], logits=logits))
+
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    grads = tape.gradient(loss, variables)
+    rng = np.random.default_rng(5)
+    eps = 1e-6
+    checked = 0
+    for var, grad in zip(variables, grads):
+        grad = tf.convert_to_tensor(grad).numpy()
+        flat = var.numpy().ravel()
+        for idx in rng.choice(flat.size, size=min(6, flat.size), replace=False):
+            orig = flat[idx]
+            values = []
+            for delta in (eps, -eps):
+                flat[idx] = orig + delta
+                var.assign(flat.reshape(var.shape))
+                values.append(float(loss_fn()))
+            flat[idx] = orig
+            var.assign(flat.reshape(var.shape))
+            numeric = (values[0] - values[1]) / (2 * eps)
+            assert grad.ravel()[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (var.name, idx)
+            checked += 1
+    assert checked >= 6 * 3
+
+
+def test_dropout_only_in_training_and_seeded():
+    model = make_model(embedding=4, layers=2, dropout=0.5)
+    tokens = tf.constant(np.random.default_rng(6).integers(0, 7, size=(6, 3)))
+    infer, _ = model.unroll(tokens, model.zero_state(3))
+    want, _ = numpy_forward(weights_of(model), tokens.numpy(), 7, embedding=True)
+    np.testing.assert_allclose(infer.numpy(), want, atol=1e-10)      # off without a seed
+    a, _ = model.unroll(tokens, model.zero_state(3), tf.constant([1, 2], tf.int64))
+    b, _ = model.unroll(tokens, model.zero_state(3), tf.constant([1, 2], tf.int64))
+    c, _ = model.unroll(tokens, model.zero_state(3), tf.constant([1, 3], tf.int64))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert np.abs(a.numpy() - c.numpy()).max() > 1e-3
+    assert np.abs(a.numpy() - infer.numpy()).max() > 1e-3
+
+
+def test_dropout_leaves_the_recurrent_path_alone():
+    """With every non-recurrent input dropped... the LSTM still runs on h -> h alone, undropped.
+
+    Drop rate near 1 zeroes layer 0's input almost always; the recurrence from a non-zero start
+    state must then match the reference with zero input (no mask was applied to h)."""
+    model = make_model(embedding=4, layers=1, dropout=0.999999)
+    start = [(np.full((2, 8), 0.5), np.full((2, 8), 0.7))]
+    tokens = tf.constant(np.zeros((3, 2), dtype=np.int64))
+    weights = weights_of(model)
+    weights["embedding"] = np.zeros_like(weights["embedding"])
+    _, state = model.unroll(tokens, [tuple(map(tf.constant, s)) for s in start], tf.constant([3, 4], tf.int64))
+    _, want_state = numpy_forward(weights, tokens.numpy(), 7, embedding=True, state=start)
+    np.testing.assert_allclose(state[0][0].numpy(), want_state[0][0], atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["char", "bigram"])
+@pytest.mark.parametrize("length", [300, 301])
+def test_scorer_matches_numpy(kind, length):
+    vocab = Vocabulary("abcd ")
+    tok = Tokenizer(kind, vocab)
+    model = make_model(kind=kind, embedding=4 if kind == "bigram" else 0, layers=2, tokens=tok.num_tokens,
+                       dtype=tf.float32)
+    ids = np.random.default_rng(7).integers(0, 5, size=length)
+    score = Scorer(model, tok, chunk_tokens=64).score_ids(ids)    # several chunks, last one padded
+    tokens = tok.tokens(ids)
+    logits, _ = numpy_forward({k: (v if k != "cells" else [(a.astype(float), b.astype(float)) for a, b in v])
+                               for k, v in weights_of(model).items()}, tokens[:, None], tok.num_tokens,
+                              embedding=kind == "bigram")
+    lp = log_softmax(np.concatenate([model.out_b.numpy()[None].astype(float), logits[:-1, 0]]))
+    want = -lp[np.arange(tokens.size), tokens].sum()
+    if length % 2 and kind == "bigram":
+        last = log_softmax(logits[-1, 0])
+        c = ids[-1]
+        want += -np.logaddexp.reduce(last[c * 5:(c + 1) * 5])
+    assert score.characters == length
+    assert score.nats == pytest.approx(want, rel=1e-5)
+
+
+def test_greedy_sampling_matches_numpy():
+    vocab = Vocabulary("abcd ")
+    tok = Tokenizer("char", vocab)
+    model = make_model(tokens=5, layers=2, dtype=tf.float32)
+    text = Sampler(model, tok).generate(prime="ab", length=12, temperature=0)[0]
+    ids = list(vocab.encode("ab"))
+    weights = weights_of(model)
+    for _ in range(12):
+        logits, _ = numpy_forward(weights, np.array(ids)[:, None], 5)
+        ids.append(int(np.argmax(logits[-1, 0])))
+    assert text == vocab.decode(ids)
