@@ -62,7 +62,7 @@ class Scorer:
     def _score_chunk(self, tokens, n, state, prev_logits):
         """Nats of ``tokens[:n]`` (padded to a fixed length) given the logits before them."""
         model = self.model
-        logits, new_state = model.unroll(tokens[:, None], state)
+        logits, new_state = model.unroll(tokens[:, None], state, static=False)
         logits = logits[:, 0, :]
         # predictions for token t come from the logits after token t - 1
         before = tf.concat([prev_logits[None, :], logits[:-1]], axis=0)

@@ -128,11 +128,12 @@ class CharLM(tf.Module):
             xw = _matmul_seq(e, cell.input_kernel)
         return xw + cell.bias
 
-    def unroll(self, tokens, state, seed=None):
+    def unroll(self, tokens, state, seed=None, static=None):
         """Run the model over ``tokens`` ``[T, B]`` from ``state``.
 
         Returns ``(logits [T, B, num_tokens], new_state)``.  ``seed`` (a shape-[2] int tensor)
-        turns dropout on; ``None`` is inference.
+        turns dropout on; ``None`` is inference.  ``static``: unroll the time loop in Python
+        (default: when the length is known and short) or use a symbolic while-loop.
         """
         outputs = None
         new_state = []
@@ -142,7 +143,7 @@ class CharLM(tf.Module):
             else:
                 xw = _matmul_seq(self._dropout(outputs, seed, layer), cell.input_kernel) + cell.bias
             h, c = state[layer]
-            outputs, h, c = _recur(xw, h, c, cell.recurrent_kernel)
+            outputs, h, c = _recur(xw, h, c, cell.recurrent_kernel, static)
             new_state.append((h, c))
         top = self._dropout(outputs, seed, len(self.cells))
         return _matmul_seq(top, self.out_w) + self.out_b, new_state
@@ -173,10 +174,12 @@ def _matmul_seq(x, w):
     return tf.reshape(y, tf.concat([shape[:-1], [tf.shape(w)[1]]], 0))
 
 
-def _recur(xw, h, c, w_h):
+def _recur(xw, h, c, w_h, static=None):
     """The recurrent half of one layer over all steps: ``(outputs [T, B, H], h, c)``."""
     steps = xw.shape[0]
-    if steps is not None and steps <= STATIC_UNROLL_LIMIT:
+    if static is None:
+        static = steps is not None and steps <= STATIC_UNROLL_LIMIT
+    if static:
         outputs = []
         for t in range(steps):
             h, c = lstm_gates(xw[t] + tf.matmul(h, w_h), c)

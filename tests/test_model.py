@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from charlm.config import ModelConfig
 from charlm.evaluate import Scorer
-from charlm.model import STATIC_UNROLL_LIMIT, CharLM
+from charlm.model import CharLM
 from charlm.sample import Sampler
 from charlm.vocab import Tokenizer, Vocabulary
 from reference import four_matmul_cell, log_softmax, numpy_forward, split_gates, weights_of
@@ -49,13 +49,15 @@ def test_single_matmul_step_equals_four_matmul_cell():
 
 
 @pytest.mark.parametrize("embedding,layers", [(0, 1), (0, 2), (5, 1), (5, 3)])
-@pytest.mark.parametrize("steps", [6, STATIC_UNROLL_LIMIT + 3])   # Python-unrolled and while-loop paths
-def test_unroll_matches_numpy_forward(embedding, layers, steps):
+@pytest.mark.parametrize("static", [True, False])   # Python-unrolled and while-loop paths
+def test_unroll_matches_numpy_forward(embedding, layers, static):
+    steps = 9
     model = make_model(embedding=embedding, layers=layers)
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, 7, size=(steps, 3))
     start = [(rng.normal(size=(3, 8)), rng.normal(size=(3, 8))) for _ in range(layers)]
-    logits, state = tf.function(model.unroll)(tf.constant(tokens), [tuple(map(tf.constant, s)) for s in start])
+    fn = tf.function(lambda t, s: model.unroll(t, s, static=static))
+    logits, state = fn(tf.constant(tokens), [tuple(map(tf.constant, s)) for s in start])
     want, want_state = numpy_forward(weights_of(model), tokens, 7, embedding=bool(embedding), state=start)
     np.testing.assert_allclose(logits.numpy(), want, rtol=1e-10, atol=1e-10)
     for (h, c), (wh, wc) in zip(state, want_state):

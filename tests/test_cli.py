@@ -1,0 +1,150 @@
+"""The commands a user runs, end to end: train, sample, eval (real training, real checkpoints)."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from conftest import ROOT, make_text
+
+SMALL = ["--hidden", "32", "--batch-size", "16", "--unrollings", "16", "--steps", "60",
+         "--optimizer", "adam", "--learning-rate", "0.01", "--seed", "1", "--log-every", "20",
+         "--sample-every", "0", "--valid-size", "500"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("texts")
+    (d / "train.txt").write_text(make_text(80000, seed=1, sentences=True))
+    (d / "heldout.txt").write_text(make_text(5000, seed=2, sentences=True))
+    return d
+
+
+@pytest.fixture(scope="module")
+def char_run(texts, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "char"
+    r = invoke("train", "--corpus", texts / "train.txt", "--checkpoint-dir", run, "--model", "char", *SMALL)
+    assert r.exit_code == 0, r.output
+    return run
+
+
+@pytest.fixture(scope="module")
+def bigram_run(texts, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "bigram"
+    r = invoke("train", "--corpus", texts / "train.txt", "--checkpoint-dir", run, "--model", "bigram",
+               "--dropout", "0.1", "--embedding-size", "16", *SMALL)
+    assert r.exit_code == 0, r.output
+    return run
+
+
+def test_train_writes_a_complete_run(char_run):
+    assert (char_run / "config.json").exists()
+    assert (char_run / "ckpt" / "checkpoint").exists()
+    config = json.loads((char_run / "config.json").read_text())
+    assert config["model"]["hidden"] == 32 and config["train"]["optimizer"] == "adam"
+    metrics = [json.loads(line) for line in (char_run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [20, 40, 60]
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert all(m["valid_perplexity"] > 1 for m in metrics)
+    assert list((char_run / "logs").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("run", ["char_run", "bigram_run"])
+@pytest.mark.parametrize("prime,length", [("ROMEO:", 300), ("The", 301), ("", 7), ("a", 0)])
+def test_sample_is_prime_plus_exact_length_and_seeded(run, prime, length, request):
+    run = request.getfixturevalue(run)
+    args = ["sample", "--checkpoint", run, "--length", length, "--seed", 7]
+    if prime:
+        args += ["--prime", prime]
+    first, second = invoke(*args), invoke(*args)
+    assert first.exit_code == 0, first.output
+    text = first.stdout[:-1]            # one trailing newline
+    assert text.startswith(prime) and len(text) == len(prime) + length
+    assert first.stdout == second.stdout
+    other = invoke(*args[:-1], 8)
+    if length > 20:
+        assert other.stdout != first.stdout
+
+
+def test_sample_options(char_run):
+    r = invoke("sample", "--checkpoint", char_run, "--length", 50, "--num-samples", 3, "--seed", 1,
+               "--temperature", 0.5, "--top-k", 3)
+    assert r.exit_code == 0
+    samples = r.stdout.split("\n\n")
+    assert len(samples) == 3 and all(len(s.strip("\n")) == 50 for s in samples)
+    greedy = invoke("sample", "--checkpoint", char_run, "--length", 40, "--temperature", 0, "--prime", "the")
+    again = invoke("sample", "--checkpoint", char_run, "--length", 40, "--temperature", 0, "--prime", "the")
+    assert greedy.stdout == again.stdout      # greedy needs no seed
+
+
+@pytest.mark.parametrize("run", ["char_run", "bigram_run"])
+def test_eval_json_is_consistent(run, texts, request):
+    run = request.getfixturevalue(run)
+    r = invoke("eval", "--checkpoint", run, "--text-file", texts / "heldout.txt", "--json")
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    assert figures["characters"] == 5000
+    assert figures["bits_per_char"] == pytest.approx(figures["nats_per_char"] / math.log(2))
+    assert figures["perplexity"] == pytest.approx(math.exp(figures["nats_per_char"]))
+    assert figures["nats_per_char"] < 2.6          # learned more than the character frequencies
+    if run.name == "bigram":
+        assert figures["tokens"] == 2500 and "nats_per_token" in figures
+    text = invoke("eval", "--checkpoint", run, "--split", "valid")
+    assert "bits per char" in text.stdout and text.exit_code == 0
+
+
+def test_eval_odd_length_bigram(bigram_run, tmp_path):
+    odd = tmp_path / "odd.txt"
+    odd.write_text(make_text(1001, seed=3))
+    r = invoke("eval", "--checkpoint", bigram_run, "--text-file", odd, "--json")
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    assert figures["characters"] == 1001 and figures["tokens"] == 500
+
+
+def test_train_refuses_to_overwrite_and_resume_continues(char_run, texts):
+    before = (char_run / "config.json").read_bytes()
+    r = invoke("train", "--corpus", texts / "train.txt", "--checkpoint-dir", char_run, *SMALL)
+    assert r.exit_code == 1 and "--resume" in r.output
+    assert (char_run / "config.json").read_bytes() == before
+    r = invoke("train", "--checkpoint-dir", char_run, "--resume", "--hidden", "64")
+    assert r.exit_code == 1 and "hidden 32 -> 64" in r.output
+
+
+def test_errors_are_one_line_without_traceback(tmp_path, char_run):
+    (tmp_path / "empty.txt").write_text("")
+    cases = [
+        (["train", "--corpus", tmp_path / "missing.txt"], "not found"),
+        (["train", "--corpus", tmp_path / "empty.txt"], "empty"),
+        (["sample", "--checkpoint", tmp_path / "nope"], "not found"),
+        (["sample", "--checkpoint", char_run, "--prime", "Жx"], "U+0416"),
+        (["eval", "--checkpoint", tmp_path], "not a charlm run"),
+    ]
+    for args, words in cases:
+        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error:") and words in last, (args, proc.stderr)
+
+
+def test_bad_options_are_usage_errors():
+    for args in (["train", "--hidden", "0"], ["train", "--dropout", "1.0"], ["sample", "--length", "-1"],
+                 ["sample", "--temperature", "-0.5"], ["train", "--model", "word"]):
+        r = invoke(*args)
+        assert r.exit_code == 2, args
+
+
+def test_help_is_fast_and_imports_no_tensorflow():
+    code = "import sys, runpy; sys.argv=['cli.py','--help']\ntry:\n runpy.run_path('cli.py', run_name='__main__')\n" \
+           "except SystemExit: pass\nprint('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().endswith("False")
