@@ -180,11 +180,7 @@ def _recur(xw, h, c, w_h, static=None):
     if static is None:
         static = steps is not None and steps <= STATIC_UNROLL_LIMIT
     if static:
-        outputs = []
-        for t in range(steps):
-            h, c = lstm_gates(xw[t] + tf.matmul(h, w_h), c)
-            outputs.append(h)
-        return tf.stack(outputs), h, c
+        return _recur_static(xw, h, c, w_h)
     n = tf.shape(xw)[0]
     out = tf.TensorArray(xw.dtype, size=n)
 
@@ -194,3 +190,47 @@ def _recur(xw, h, c, w_h, static=None):
 
     _, h, c, out = tf.while_loop(lambda t, *_: t < n, body, (0, h, c, out))
     return out.stack(), h, c
+
+
+@tf.custom_gradient
+def _recur_static(xw, h, c, w_h):
+    """The time loop unrolled in Python, with a hand-derived BPTT backward pass.
+
+    Autodiff of the unrolled loop builds one small weight-gradient matmul per step plus much
+    bookkeeping; here the backward pass keeps only the ``dz_t @ W_h^T`` chain in the loop and
+    computes the recurrent weight gradient as one ``[H, T*B] @ [T*B, 4H]`` matmul.
+    """
+    steps = xw.shape[0]
+    hs, cs, gates = [h], [c], []
+    for t in range(steps):
+        z = xw[t] + tf.matmul(hs[-1], w_h)
+        zi, zf, zg, zo = tf.split(z, 4, axis=-1)
+        i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
+        c_new = f * cs[-1] + i * g
+        tc = tf.tanh(c_new)
+        hs.append(o * tc)
+        cs.append(c_new)
+        gates.append((i, f, g, o, tc))
+    outputs = tf.stack(hs[1:])
+
+    def grad(d_outputs, d_h, d_c):
+        d_h = tf.zeros_like(h) if d_h is None else d_h
+        d_c = tf.zeros_like(c) if d_c is None else d_c
+        w_t = tf.transpose(w_h)
+        dzs = [None] * steps
+        for t in reversed(range(steps)):
+            i, f, g, o, tc = gates[t]
+            dh_t = d_outputs[t] + d_h
+            d_c = d_c + dh_t * o * (1.0 - tc * tc)
+            dz = tf.concat([d_c * g * i * (1.0 - i), d_c * cs[t] * f * (1.0 - f),
+                            d_c * i * (1.0 - g * g), dh_t * tc * o * (1.0 - o)], axis=-1)
+            dzs[t] = dz
+            d_c = d_c * f
+            d_h = tf.matmul(dz, w_t)
+        d_xw = tf.stack(dzs)
+        hidden = tf.shape(h)[-1]
+        h_prev = tf.reshape(tf.stack(hs[:-1]), [-1, hidden])
+        d_w = tf.matmul(h_prev, tf.reshape(d_xw, [-1, 4 * hidden]), transpose_a=True)
+        return d_xw, d_h, d_c, d_w
+
+    return (outputs, hs[-1], cs[-1]), grad
