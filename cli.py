@@ -22,7 +22,9 @@ NON_NEGATIVE = click.IntRange(min=0)
 
 
 def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from charlm.runtime import prepare_environment
+
+    prepare_environment()
 
 
 def user_errors(fn):
@@ -82,6 +84,8 @@ def main():
 @click.option("--checkpoint-dir", type=click.Path(), default=None,
               help="Run folder (default: checkpoints/<preset>-<model>-<time>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --checkpoint-dir.")
+@click.option("--threads", type=NON_NEGATIVE, default=None,
+              help="CPU threads per op (0: all; default: 1 for models up to 128 units, else all).")
 @user_errors
 def train(corpus, preset, kind, checkpoint_dir, resume, **options):
     """Train a model; checkpoints, metrics and TensorBoard logs go to the run folder."""

@@ -29,6 +29,8 @@ def make_text(n_chars: int, seed: int = 0, sentences: bool = False) -> str:
         s = " ".join(words)
         if sentences:
             s = s.capitalize() + rng.choice([".", ".", ",", "?", "!"]) + ("\n" if rng.random() < 0.2 else "")
+            if rng.random() < 0.1:
+                s = rng.choice(["ROMEO: ", "JULIET: ", "MERCUTIO: "]) + s
         out.append(s)
         size += len(s) + 1
     return " ".join(out)[:n_chars]

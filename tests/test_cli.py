@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from cli import main
 from conftest import ROOT, make_text
 
-SMALL = ["--hidden", "32", "--batch-size", "16", "--unrollings", "16", "--steps", "60",
-         "--optimizer", "adam", "--learning-rate", "0.01", "--seed", "1", "--log-every", "20",
+SMALL = ["--hidden", "48", "--batch-size", "16", "--unrollings", "16", "--steps", "150",
+         "--optimizer", "adam", "--learning-rate", "0.01", "--seed", "1", "--log-every", "50",
          "--sample-every", "0", "--valid-size", "500"]
 
 
@@ -49,9 +49,9 @@ def test_train_writes_a_complete_run(char_run):
     assert (char_run / "config.json").exists()
     assert (char_run / "ckpt" / "checkpoint").exists()
     config = json.loads((char_run / "config.json").read_text())
-    assert config["model"]["hidden"] == 32 and config["train"]["optimizer"] == "adam"
+    assert config["model"]["hidden"] == 48 and config["train"]["optimizer"] == "adam"
     metrics = [json.loads(line) for line in (char_run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [20, 40, 60]
+    assert [m["step"] for m in metrics] == [50, 100, 150]
     assert metrics[-1]["loss"] < metrics[0]["loss"]
     assert all(m["valid_perplexity"] > 1 for m in metrics)
     assert list((char_run / "logs").glob("events.out.tfevents.*"))
@@ -115,7 +115,7 @@ def test_train_refuses_to_overwrite_and_resume_continues(char_run, texts):
     assert r.exit_code == 1 and "--resume" in r.output
     assert (char_run / "config.json").read_bytes() == before
     r = invoke("train", "--checkpoint-dir", char_run, "--resume", "--hidden", "64")
-    assert r.exit_code == 1 and "hidden 32 -> 64" in r.output
+    assert r.exit_code == 1 and "hidden 48 -> 64" in r.output
 
 
 def test_errors_are_one_line_without_traceback(tmp_path, char_run):
