@@ -22,9 +22,9 @@ NON_NEGATIVE = click.IntRange(min=0)
 
 
 def _quiet_tensorflow():
-    from charlm.runtime import prepare_environment
+    from charlm.runtime import import_tensorflow_quietly
 
-    prepare_environment()
+    import_tensorflow_quietly()
 
 
 def user_errors(fn):

@@ -20,6 +20,33 @@ def prepare_environment():
         os.environ["XLA_FLAGS"] = f"{flags} {LEGACY_XLA_FLAG}".strip()
 
 
+def import_tensorflow_quietly():
+    """Import TensorFlow and find its devices with its start-up chatter kept off stderr.
+
+    TensorFlow 2.21 prints oneDNN/CUDA notices before its logging is configured, whatever
+    TF_CPP_MIN_LOG_LEVEL says; a user of the CLI should see charlm's own lines only.  A failing
+    import restores stderr first, so its error is still shown.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    prepare_environment()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tf
+
+
 def auto_threads(hidden: int) -> int:
     """0 (TensorFlow's default: all cores) for big models, 1 for small ones."""
     return 1 if hidden <= 128 else 0

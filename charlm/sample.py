@@ -99,10 +99,12 @@ class Sampler:
 
 def pick(logits, temperature, top_k, seed):
     """One token per row: greedy at temperature 0, else a softmax draw (Gumbel-max) at ``1/T``."""
-    k = tf.minimum(top_k, tf.shape(logits)[-1])
-    kth = tf.gather(tf.sort(logits, direction="DESCENDING"), tf.maximum(k - 1, 0), axis=-1)[:, None]
-    neg_inf = tf.constant(-np.inf, logits.dtype)
-    logits = tf.where(tf.logical_and(k > 0, logits < kth), neg_inf, logits)
+    def keep_top_k():
+        k = tf.minimum(top_k, tf.shape(logits)[-1])
+        kth = tf.gather(tf.sort(logits, direction="DESCENDING"), k - 1, axis=-1)[:, None]
+        return tf.where(logits < kth, tf.constant(-np.inf, logits.dtype), logits)
+
+    logits = tf.cond(top_k > 0, keep_top_k, lambda: logits)
     uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-20, maxval=1.0,
                                           dtype=logits.dtype)
     gumbel = -tf.math.log(-tf.math.log(uniform))
