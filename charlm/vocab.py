@@ -39,7 +39,9 @@ def _codepoints(text: str) -> np.ndarray:
         # Latin-1 covers ASCII corpora such as text8: one byte per character.
         return np.frombuffer(text.encode("latin-1"), dtype=np.uint8)
     except UnicodeEncodeError:
-        return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        # surrogatepass: a lone surrogate (Python's stand-in for an undecodable byte in argv)
+        # becomes an ordinary unknown character instead of an encoding crash
+        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 def describe_chars(chars) -> str:
