@@ -178,6 +178,19 @@ def eval_(checkpoint, text_file, split, as_json, oov):
             click.echo(f"perplexity/token {figures['perplexity_per_token']:.4f}")
 
 
+# -- export ------------------------------------------------------------------------------------------
+@main.command()
+@_checkpoint_option
+@click.option("--output", type=click.Path(), required=True, help="SavedModel folder to create (must not exist).")
+@user_errors
+def export(checkpoint, output):
+    """Write a SavedModel with generate(prime, length, temperature) and score(text)."""
+    _quiet_tensorflow()
+    from charlm.export import export as write
+
+    click.echo(str(write(_resolve_checkpoint(checkpoint), output)))
+
+
 # -- datasets ----------------------------------------------------------------------------------------
 @main.group()
 def datasets():

@@ -1,33 +1,74 @@
-"""What the benchmarks share: finding the corpus, reading it, measuring memory."""
+"""Shared helpers for the benchmark scripts: locate and read the corpus, measure memory, print results.
+
+Corpus lookup order: the ``--corpus`` argument, then ``$CHARLM_BENCH_CORPUS``, then
+``<repo>/../shared/data/text8-first10M.txt.gz``.  When none of these names a file, the scripts stop
+with one line on stderr saying how to get a corpus, and exit status 2.
+"""
 import gzip
+import json
 import os
 import resource
 import sys
 from pathlib import Path
 
-ENV = "CHARLM_BENCH_CORPUS"
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ROOT.parent / "shared" / "data" / "text8-first10M.txt.gz"
+ENV_VAR = "CHARLM_BENCH_CORPUS"
+ROOT = Path(__file__).resolve().parent.parent            # the repository
+DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "text8-first10M.txt.gz"
+
+HOW_TO_GET = ("get text8 from http://mattmahoney.net/dc/text8.zip (the benchmarks use its first 10M "
+              "characters) or run `python cli.py datasets download text8`, then pass --corpus PATH "
+              f"or set {ENV_VAR}=PATH")
+
+
+def _missing(message: str) -> "NoReturn":  # noqa: F821
+    print(f"benchmark corpus missing: {message}; {HOW_TO_GET}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def find_corpus(arg=None) -> Path:
-    """--corpus, else $CHARLM_BENCH_CORPUS, else ../shared/data/text8-first10M.txt.gz."""
-    for candidate, how in ((arg, "--corpus"), (os.environ.get(ENV), f"${ENV}"), (str(DEFAULT), "default")):
-        if candidate:
-            if Path(candidate).is_file():
-                return Path(candidate)
-            if how != "default":
-                sys.exit(f"benchmark corpus not found: {candidate} (from {how})")
-    sys.exit(f"benchmark corpus missing: pass --corpus PATH or set {ENV} to a text8 file "
-             f"(e.g. the first 10M characters of http://mattmahoney.net/dc/text8.zip, or "
-             f"`python cli.py datasets download text8`); looked for {DEFAULT}")
+    """Path of the benchmark corpus: ``arg``, else ``$CHARLM_BENCH_CORPUS``, else the shared default.
+
+    An explicit argument or environment value that is not a file is an error (no silent fallback).
+    """
+    if arg:
+        path = Path(arg).expanduser()
+        if not path.is_file():
+            _missing(f"--corpus {arg} is not a file")
+        return path
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            _missing(f"${ENV_VAR}={env} is not a file")
+        return path
+    if DEFAULT_CORPUS.is_file():
+        return DEFAULT_CORPUS
+    _missing(f"no --corpus, no ${ENV_VAR}, and no {DEFAULT_CORPUS}")
 
 
 def read_corpus(path, limit=None) -> str:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    """The text of ``path`` (plain or ``.gz``, UTF-8); only its first ``limit`` characters if given."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        f = gzip.open(path, "rt", encoding="utf-8")
+    else:
+        f = open(path, "rt", encoding="utf-8")
+    with f:
         return f.read() if limit is None else f.read(limit)
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def emit(result: dict) -> None:
+    """Print ``result`` as one JSON line on stdout (the scripts' machine-readable output)."""
+    sys.stdout.write(json.dumps(result, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def log(*parts) -> None:
+    """Progress output: stderr, so stdout stays one JSON line."""
+    print(*parts, file=sys.stderr, flush=True)

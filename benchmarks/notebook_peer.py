@@ -1,193 +1,398 @@
 #!/usr/bin/env python
-"""Peer: the ud730 assignment 6 notebook's graph, rebuilt on tf.compat.v1 (written for charlm).
+"""Peer: Udacity ud730 assignment 6's character LSTM, its graph rebuilt on tf.compat.v1.
 
-Four matmul pairs per cell (input, forget, update, output gates), state saved in variables
-between steps, one-hot batches from a per-character Python BatchGenerator fed with feed_dict,
-GradientDescent at 10.0 decayed x0.1 every 5000 steps (staircase), clip by global norm 1.25.
-Validation and sampling run one session.run per character, as the notebook does.
+What the notebook does, and so what this does:
+  * 27 symbols: space is id 0, 'a'..'z' are 1..26; inputs and labels are one-hot float rows.
+  * A Python BatchGenerator: batch_size cursors spaced len(text)//batch_size apart; every next()
+    returns num_unrollings+1 one-hot [batch, 27] arrays whose first is the previous call's last,
+    built one character at a time in a Python loop.
+  * An LSTM cell of 64 nodes with four separate matmul pairs (input, forget, update, output),
+    weights truncated_normal(mean -0.1, stddev 0.1) as the notebook's positional arguments give,
+    zero biases; output and state carried between steps in non-trainable variables.
+  * Loss: mean softmax cross-entropy over the 10 concatenated unrollings; plain gradient descent
+    at 10.0 decayed x0.1 every 5000 steps (staircase); gradients clipped to global norm 1.25;
+    every step feeds 11 one-hot arrays through feed_dict and fetches the predictions.
+  * The first 1000 characters validate, the rest train.  Validation and sampling use a separate
+    batch-1 graph, one session.run per character.
 
-    python benchmarks/notebook_peer.py train --steps 3000      # training speed (+ quality)
-    python benchmarks/notebook_peer.py score --chars 20000      # per-character eval/sample rate
-
-Prints one JSON line on stdout.
+Subcommands (each prints progress on stderr and ONE JSON line on stdout):
+    python benchmarks/notebook_peer.py train --steps 7001          # the notebook's full run
+    python benchmarks/notebook_peer.py train --steps 300 --valid-every 100
+    python benchmarks/notebook_peer.py sample --chars 20000        # the notebook's sampling loop
+    python benchmarks/notebook_peer.py eval --chars 20000          # per-character scoring loop
 """
-import argparse
-import json
-import os
-import sys
 import time
 
-START = time.perf_counter()
+PROCESS_START = time.perf_counter()  # noqa: E402  (total_seconds counts from here)
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import string  # noqa: E402
+import sys  # noqa: E402
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import find_corpus, peak_rss_mb, read_corpus  # noqa: E402
+from common import emit, find_corpus, log, peak_rss_mb, read_corpus  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-tf.disable_v2_behavior()
-VOCAB = 27
-NODES = 64
+tf.disable_v2_behavior()        # graphs, placeholders and sessions, as the notebook ran
+tf.logging.set_verbosity(tf.logging.ERROR)
+
+VOCABULARY_SIZE = len(string.ascii_lowercase) + 1   # 27
+FIRST_LETTER = ord("a")
+NUM_NODES = 64
+BATCH_SIZE = 64
+NUM_UNROLLINGS = 10
+VALID_SIZE = 1000
+SUMMARY_FREQUENCY = 100
+_unexpected = set()
 
 
-def char_id(c):
-    return 0 if c == " " else ord(c) - ord("a") + 1
+# ----------------------------------------------------------------------------- vocabulary, batches
+def char2id(char):
+    if char in string.ascii_lowercase:
+        return ord(char) - FIRST_LETTER + 1
+    if char != " " and char not in _unexpected:          # the notebook prints and maps it to 0
+        _unexpected.add(char)
+        log(f"unexpected character {char!r} (read as a space)")
+    return 0
 
 
-def id_char(i):
-    return " " if i == 0 else chr(i + ord("a") - 1)
+def id2char(dictid):
+    return chr(dictid + FIRST_LETTER - 1) if dictid > 0 else " "
 
 
-class NotebookBatches:
-    """The notebook's generator: a Python loop over the batch per character, one-hot rows."""
+class BatchGenerator:
+    """The notebook's generator: one cursor per batch row, one Python loop per character."""
 
-    def __init__(self, text, batch_size, unrollings):
-        self.text, self.batch_size, self.unrollings = text, batch_size, unrollings
-        segment = len(text) // batch_size
-        self.cursor = [b * segment for b in range(batch_size)]
-        self.last = self._one()
+    def __init__(self, text, batch_size, num_unrollings):
+        self._text = text
+        self._text_size = len(text)
+        self._batch_size = batch_size
+        self._num_unrollings = num_unrollings
+        segment = self._text_size // batch_size
+        self._cursor = [offset * segment for offset in range(batch_size)]
+        self._last_batch = self._next_batch()
 
-    def _one(self):
-        batch = np.zeros((self.batch_size, VOCAB), dtype=np.float32)
-        for b in range(self.batch_size):
-            batch[b, char_id(self.text[self.cursor[b]])] = 1.0
-            self.cursor[b] = (self.cursor[b] + 1) % len(self.text)
+    def _next_batch(self):
+        """One one-hot array for the characters under the cursors; every cursor moves on by one."""
+        batch = np.zeros((self._batch_size, VOCABULARY_SIZE), dtype=np.float32)
+        for row in range(self._batch_size):
+            batch[row, char2id(self._text[self._cursor[row]])] = 1.0
+            self._cursor[row] = (self._cursor[row] + 1) % self._text_size
         return batch
 
     def next(self):
-        out = [self.last] + [self._one() for _ in range(self.unrollings)]
-        self.last = out[-1]
-        return out
+        """num_unrollings + 1 arrays: the previous call's last array, then num_unrollings new ones."""
+        batches = [self._last_batch]
+        for _ in range(self._num_unrollings):
+            batches.append(self._next_batch())
+        self._last_batch = batches[-1]
+        return batches
 
 
-def build(batch_size=64, unrollings=10):
-    g = tf.Graph()
-    with g.as_default():
-        def weights(rows):
-            return tf.Variable(tf.truncated_normal([rows, NODES], -0.1, 0.1))
-
-        gates = [(weights(VOCAB), weights(NODES), tf.Variable(tf.zeros([1, NODES]))) for _ in range(4)]
-        saved_out = tf.Variable(tf.zeros([batch_size, NODES]), trainable=False)
-        saved_state = tf.Variable(tf.zeros([batch_size, NODES]), trainable=False)
-        w = tf.Variable(tf.truncated_normal([NODES, VOCAB], -0.1, 0.1))
-        b = tf.Variable(tf.zeros([VOCAB]))
-
-        def cell(x, out, state):
-            (ix, im, ib), (fx, fm, fb), (cx, cm, cb), (ox, om, ob) = gates
-            i = tf.sigmoid(tf.matmul(x, ix) + tf.matmul(out, im) + ib)
-            f = tf.sigmoid(tf.matmul(x, fx) + tf.matmul(out, fm) + fb)
-            u = tf.matmul(x, cx) + tf.matmul(out, cm) + cb
-            state = f * state + i * tf.tanh(u)
-            o = tf.sigmoid(tf.matmul(x, ox) + tf.matmul(out, om) + ob)
-            return o * tf.tanh(state), state
-
-        data = [tf.placeholder(tf.float32, [batch_size, VOCAB]) for _ in range(unrollings + 1)]
-        out, state, outputs = saved_out, saved_state, []
-        for x in data[:-1]:
-            out, state = cell(x, out, state)
-            outputs.append(out)
-        with tf.control_dependencies([saved_out.assign(out), saved_state.assign(state)]):
-            logits = tf.nn.xw_plus_b(tf.concat(outputs, 0), w, b)
-            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits_v2(
-                labels=tf.concat(data[1:], 0), logits=logits))
-        step = tf.Variable(0)
-        lr = tf.train.exponential_decay(10.0, step, 5000, 0.1, staircase=True)
-        opt = tf.train.GradientDescentOptimizer(lr)
-        grads, params = zip(*opt.compute_gradients(loss))
-        grads, _ = tf.clip_by_global_norm(grads, 1.25)
-        train_op = opt.apply_gradients(zip(grads, params), global_step=step)
-        prediction = tf.nn.softmax(logits)
-
-        sample_in = tf.placeholder(tf.float32, [1, VOCAB])
-        s_out = tf.Variable(tf.zeros([1, NODES]))
-        s_state = tf.Variable(tf.zeros([1, NODES]))
-        reset = tf.group(s_out.assign(tf.zeros([1, NODES])), s_state.assign(tf.zeros([1, NODES])))
-        o2, st2 = cell(sample_in, s_out, s_state)
-        with tf.control_dependencies([s_out.assign(o2), s_state.assign(st2)]):
-            sample_pred = tf.nn.softmax(tf.nn.xw_plus_b(o2, w, b))
-        init = tf.global_variables_initializer()
-    return g, dict(data=data, loss=loss, train=train_op, lr=lr, pred=prediction, sample_in=sample_in,
-                   sample_pred=sample_pred, reset=reset, init=init)
+def characters(probabilities):
+    return [id2char(c) for c in np.argmax(probabilities, 1)]
 
 
-def valid_perplexity(sess, ops, valid):
-    """The notebook's validation: reset, then one session.run per character (with wrap-around)."""
-    sess.run(ops["reset"])
-    gen = NotebookBatches(valid, 1, 1)
+def logprob(predictions, labels):
+    """Mean negative log-probability of the labels' rows (probabilities floored at 1e-10)."""
+    predictions = np.maximum(predictions, 1e-10)
+    return np.sum(labels * -np.log(predictions)) / labels.shape[0]
+
+
+def sample_distribution(distribution):
+    """Draw an index from a normalised probability vector, walking its cumulative sum in Python."""
+    r = random.uniform(0, 1)
     total = 0.0
-    for _ in range(len(valid)):
-        b = gen.next()
-        p = sess.run(ops["sample_pred"], {ops["sample_in"]: b[0]})
-        total += float(-np.log(np.maximum(p, 1e-10))[0, b[1][0].argmax()])
-    return float(np.exp(total / len(valid)))
+    for i, p in enumerate(distribution):
+        total += p
+        if total >= r:
+            return i
+    return len(distribution) - 1
+
+
+def sample(prediction):
+    """A one-hot [1, 27] row sampled from a [1, 27] prediction."""
+    p = np.zeros((1, VOCABULARY_SIZE), dtype=np.float32)
+    p[0, sample_distribution(prediction[0])] = 1.0
+    return p
+
+
+def random_distribution():
+    b = np.random.uniform(0.0, 1.0, size=(1, VOCABULARY_SIZE))
+    return b / np.sum(b, 1)[:, None]
+
+
+# ----------------------------------------------------------------------------- the graph
+class NotebookGraph:
+    """Training graph (batch 64, 10 unrollings) and batch-1 sampling graph sharing the weights."""
+
+    def __init__(self, seed=None, batch_size=BATCH_SIZE, num_unrollings=NUM_UNROLLINGS, nodes=NUM_NODES):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            if seed is not None:
+                tf.set_random_seed(seed)
+            self._build(batch_size, num_unrollings, nodes)
+
+    def _build(self, batch_size, num_unrollings, nodes):
+        V = VOCABULARY_SIZE
+
+        def gate_params():
+            # truncated_normal(shape, -0.1, 0.1): the notebook passes mean=-0.1, stddev=0.1.
+            return (tf.Variable(tf.truncated_normal([V, nodes], -0.1, 0.1)),
+                    tf.Variable(tf.truncated_normal([nodes, nodes], -0.1, 0.1)),
+                    tf.Variable(tf.zeros([1, nodes])))
+
+        ix, im, ib = gate_params()      # input gate
+        fx, fm, fb = gate_params()      # forget gate
+        cx, cm, cb = gate_params()      # memory cell (update)
+        ox, om, ob = gate_params()      # output gate
+        saved_output = tf.Variable(tf.zeros([batch_size, nodes]), trainable=False)
+        saved_state = tf.Variable(tf.zeros([batch_size, nodes]), trainable=False)
+        w = tf.Variable(tf.truncated_normal([nodes, V], -0.1, 0.1))
+        b = tf.Variable(tf.zeros([V]))
+
+        def lstm_cell(x, prev_output, prev_state):
+            input_gate = tf.sigmoid(tf.matmul(x, ix) + tf.matmul(prev_output, im) + ib)
+            forget_gate = tf.sigmoid(tf.matmul(x, fx) + tf.matmul(prev_output, fm) + fb)
+            update = tf.matmul(x, cx) + tf.matmul(prev_output, cm) + cb
+            new_state = forget_gate * prev_state + input_gate * tf.tanh(update)
+            output_gate = tf.sigmoid(tf.matmul(x, ox) + tf.matmul(prev_output, om) + ob)
+            return output_gate * tf.tanh(new_state), new_state
+
+        # Training: num_unrollings + 1 placeholders, inputs are the first n, labels the last n.
+        self.train_data = [tf.placeholder(tf.float32, shape=[batch_size, V])
+                           for _ in range(num_unrollings + 1)]
+        outputs = []
+        output, state = saved_output, saved_state
+        for x in self.train_data[:-1]:
+            output, state = lstm_cell(x, output, state)
+            outputs.append(output)
+        with tf.control_dependencies([saved_output.assign(output), saved_state.assign(state)]):
+            logits = tf.nn.xw_plus_b(tf.concat(outputs, 0), w, b)
+            self.loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits_v2(
+                labels=tf.concat(self.train_data[1:], 0), logits=logits))
+
+        global_step = tf.Variable(0, trainable=False)
+        self.learning_rate = tf.train.exponential_decay(10.0, global_step, 5000, 0.1, staircase=True)
+        optimizer = tf.train.GradientDescentOptimizer(self.learning_rate)
+        gradients, variables = zip(*optimizer.compute_gradients(self.loss))
+        gradients, _ = tf.clip_by_global_norm(gradients, 1.25)
+        self.optimize = optimizer.apply_gradients(zip(gradients, variables), global_step=global_step)
+        self.train_prediction = tf.nn.softmax(logits)
+
+        # Sampling / validation: batch 1, one step per session.run, state kept in variables.
+        self.sample_input = tf.placeholder(tf.float32, shape=[1, V])
+        saved_sample_output = tf.Variable(tf.zeros([1, nodes]))
+        saved_sample_state = tf.Variable(tf.zeros([1, nodes]))
+        self.reset_sample_state = tf.group(saved_sample_output.assign(tf.zeros([1, nodes])),
+                                           saved_sample_state.assign(tf.zeros([1, nodes])))
+        sample_output, sample_state = lstm_cell(self.sample_input, saved_sample_output, saved_sample_state)
+        with tf.control_dependencies([saved_sample_output.assign(sample_output),
+                                      saved_sample_state.assign(sample_state)]):
+            self.sample_prediction = tf.nn.softmax(tf.nn.xw_plus_b(sample_output, w, b))
+
+        self.init = tf.global_variables_initializer()
+        self.graph.finalize()
+
+    def session(self):
+        sess = tf.Session(graph=self.graph)
+        sess.run(self.init)
+        return sess
+
+    # -- the notebook's loops, on an open session ------------------------------------------------
+    def train_step(self, sess, batches):
+        feed_dict = {self.train_data[i]: batches[i] for i in range(len(batches))}
+        _, l, predictions, lr = sess.run(
+            [self.optimize, self.loss, self.train_prediction, self.learning_rate], feed_dict=feed_dict)
+        return l, predictions, lr
+
+    def score(self, sess, generator, n):
+        """Sum of -log p over n (input, label) pairs from a batch-1, 1-unrolling generator."""
+        sess.run(self.reset_sample_state)
+        total = 0.0
+        for _ in range(n):
+            b = generator.next()
+            predictions = sess.run(self.sample_prediction, {self.sample_input: b[0]})
+            total += logprob(predictions, b[1])
+        return total
+
+    def valid_perplexity(self, sess, valid_text):
+        return float(np.exp(self.score(sess, BatchGenerator(valid_text, 1, 1), len(valid_text))
+                            / len(valid_text)))
+
+    def sample_text(self, sess, length):
+        """The notebook's sampler: a random first character, then one session.run per character."""
+        feed = sample(random_distribution())
+        sentence = characters(feed)[0]
+        sess.run(self.reset_sample_state)
+        for _ in range(length - 1):
+            prediction = sess.run(self.sample_prediction, {self.sample_input: feed})
+            feed = sample(prediction)
+            sentence += characters(feed)[0]
+        return sentence
+
+
+# ----------------------------------------------------------------------------- subcommands
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def cmd_train(args):
     text = read_corpus(find_corpus(args.corpus), args.limit)
-    valid, train = text[:1000], text[1000:]
-    tf.set_random_seed(args.seed)
-    g, ops = build()
-    batches = NotebookBatches(train, 64, 10)
-    with tf.Session(graph=g) as sess:
-        sess.run(ops["init"])
-        t0 = time.perf_counter()
-        mean = 0.0
+    if len(text) <= VALID_SIZE + BATCH_SIZE * (NUM_UNROLLINGS + 1):
+        log(f"corpus too short ({len(text)} characters)")
+        sys.exit(2)
+    valid_text, train_text = text[:VALID_SIZE], text[VALID_SIZE:]
+    log(f"train {len(train_text):,} characters, validate {len(valid_text):,}")
+    seed_everything(args.seed)
+    model = NotebookGraph(seed=args.seed)
+    train_batches = BatchGenerator(train_text, BATCH_SIZE, NUM_UNROLLINGS)
+
+    step_seconds = report_seconds = 0.0
+    valid_ppl = None
+    last_loss = None
+    with model.session() as sess:
+        loop_start = time.perf_counter()
+        mean_loss = 0.0
         for step in range(args.steps):
-            data = batches.next()
-            _, l = sess.run([ops["train"], ops["loss"]], {ph: d for ph, d in zip(ops["data"], data)})
-            mean += l
-            if step % 100 == 0:
-                if args.report:       # the notebook's per-100-step validation
-                    valid_perplexity(sess, ops, valid)
-                if step and args.verbose:
-                    print(f"step {step} loss {mean / 100:.4f}", file=sys.stderr, flush=True)
-                mean = 0.0
-        seconds = time.perf_counter() - t0
-        ppl = valid_perplexity(sess, ops, valid) if args.validate else None
-    json.dump({"peer": "notebook", "steps": args.steps, "train_seconds": seconds,
-               "steps_per_sec": args.steps / seconds, "chars_per_sec": args.steps * 640 / seconds,
-               "valid_perplexity": ppl, "total_seconds": time.perf_counter() - START,
-               "peak_rss_mb": peak_rss_mb()}, sys.stdout)
-    print()
+            t = time.perf_counter()
+            batches = train_batches.next()
+            l, predictions, lr = model.train_step(sess, batches)
+            mean_loss += l
+            last_loss = float(l)
+            step_seconds += time.perf_counter() - t
+            if step % SUMMARY_FREQUENCY == 0:
+                t = time.perf_counter()
+                if step > 0:
+                    mean_loss /= SUMMARY_FREQUENCY
+                labels = np.concatenate(batches[1:])
+                log(f"Average loss at step {step}: {mean_loss:f} learning rate: {lr:f}")
+                log(f"Minibatch perplexity: {float(np.exp(logprob(predictions, labels))):.2f}")
+                mean_loss = 0.0
+                if args.sample_every and step % args.sample_every == 0:
+                    for _ in range(5):
+                        log(model.sample_text(sess, 80))
+                if args.valid_every and step % args.valid_every == 0:
+                    valid_ppl = model.valid_perplexity(sess, valid_text)
+                    log(f"Validation set perplexity: {valid_ppl:.2f}")
+                report_seconds += time.perf_counter() - t
+        train_seconds = time.perf_counter() - loop_start
+        last_step = args.steps - 1
+        already = args.valid_every and args.steps and last_step % SUMMARY_FREQUENCY == 0 \
+            and last_step % args.valid_every == 0
+        if args.final_valid and args.steps and not already:
+            valid_ppl = model.valid_perplexity(sess, valid_text)
+            log(f"Validation set perplexity after step {last_step}: {valid_ppl:.2f}")
+
+    emit({"peer": "notebook", "steps": args.steps,
+          "train_seconds": round(train_seconds, 4),
+          "steps_per_sec": round(args.steps / train_seconds, 2),
+          "chars_per_sec": round(args.steps * BATCH_SIZE * NUM_UNROLLINGS / train_seconds, 1),
+          "report_seconds": round(report_seconds, 4),
+          "steps_per_sec_excluding_reports": round(args.steps / step_seconds, 2) if step_seconds else None,
+          "final_loss": last_loss,
+          "valid_perplexity": valid_ppl,
+          "valid_every": args.valid_every, "sample_every": args.sample_every,
+          "total_seconds": round(time.perf_counter() - PROCESS_START, 3),
+          "peak_rss_mb": round(peak_rss_mb(), 1)})
 
 
-def cmd_score(args):
-    text = read_corpus(find_corpus(args.corpus), args.offset + args.chars + 1)[args.offset:]
-    g, ops = build()
-    with tf.Session(graph=g) as sess:
-        sess.run(ops["init"])
-        sess.run(ops["reset"])
+def _warm_up(model, sess, args):
+    """Optionally train a few steps first, so the sampled/scored model is not the untrained one."""
+    if not args.train_steps:
+        return
+    text = read_corpus(find_corpus(args.corpus), args.limit)
+    gen = BatchGenerator(text[VALID_SIZE:], BATCH_SIZE, NUM_UNROLLINGS)
+    for _ in range(args.train_steps):
+        model.train_step(sess, gen.next())
+    log(f"trained {args.train_steps} steps first")
+
+
+def cmd_sample(args):
+    seed_everything(args.seed)
+    model = NotebookGraph(seed=args.seed)
+    with model.session() as sess:
+        _warm_up(model, sess, args)
+        model.sample_text(sess, 10)                      # first-run overheads out of the timing
         t0 = time.perf_counter()
-        total = 0.0
-        for i in range(args.chars):
-            x = np.zeros((1, VOCAB), np.float32)
-            x[0, char_id(text[i])] = 1
-            p = sess.run(ops["sample_pred"], {ops["sample_in"]: x})
-            total += float(-np.log(max(p[0, char_id(text[i + 1])], 1e-10)))
+        text = model.sample_text(sess, args.chars)
         seconds = time.perf_counter() - t0
-    json.dump({"peer": "notebook", "chars": args.chars, "seconds": seconds,
-               "chars_per_sec": args.chars / seconds, "nats_per_char": total / args.chars}, sys.stdout)
-    print()
+    log(text[:200])
+    emit({"peer": "notebook", "what": "sample", "chars": args.chars, "train_steps": args.train_steps,
+          "seconds": round(seconds, 4), "chars_per_sec": round(args.chars / seconds, 1),
+          "total_seconds": round(time.perf_counter() - PROCESS_START, 3),
+          "peak_rss_mb": round(peak_rss_mb(), 1)})
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+def cmd_eval(args):
+    text = read_corpus(find_corpus(args.corpus), args.offset + args.chars + 1)[args.offset:]
+    if len(text) < args.chars + 1:
+        log(f"corpus too short: {len(text)} characters from offset {args.offset}, need {args.chars + 1}")
+        sys.exit(2)
+    seed_everything(args.seed)
+    model = NotebookGraph(seed=args.seed)
+    with model.session() as sess:
+        _warm_up(model, sess, args)
+        model.score(sess, BatchGenerator(text[:11], 1, 1), 10)   # first-run overheads
+        # Batch 1, one unrolling, over exactly chars+1 characters: pairs (t[0],t[1])..(t[n-1],t[n]).
+        t0 = time.perf_counter()
+        nats = model.score(sess, BatchGenerator(text, 1, 1), args.chars)
+        seconds = time.perf_counter() - t0
+    emit({"peer": "notebook", "what": "eval", "chars": args.chars, "offset": args.offset,
+          "train_steps": args.train_steps, "seconds": round(seconds, 4),
+          "chars_per_sec": round(args.chars / seconds, 1),
+          "nats_per_char": nats / args.chars, "bits_per_char": nats / args.chars / np.log(2),
+          "total_seconds": round(time.perf_counter() - PROCESS_START, 3),
+          "peak_rss_mb": round(peak_rss_mb(), 1)})
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="The ud730 assignment 6 LSTM notebook as a benchmark peer.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train")
-    t.add_argument("--corpus")
+
+    t = sub.add_parser("train", help="train as the notebook does; time the training loop")
+    t.add_argument("--corpus", help="text8-like file (plain or .gz); default $CHARLM_BENCH_CORPUS "
+                                    "or ../shared/data/text8-first10M.txt.gz")
     t.add_argument("--steps", type=int, default=7001)
     t.add_argument("--seed", type=int, default=1)
-    t.add_argument("--limit", type=int, default=None)
-    t.add_argument("--validate", action="store_true", help="notebook-style validation perplexity at the end")
-    t.add_argument("--verbose", action="store_true")
-    t.add_argument("--report", action="store_true",
-                   help="validate every 100 steps as the notebook does (1000 session.runs each)")
-    s = sub.add_parser("score", help="per-character rate of the notebook's eval/sampling loop")
-    s.add_argument("--corpus")
+    t.add_argument("--valid-every", type=int, default=1000,
+                   help="validation perplexity every N steps (a multiple of 100; the notebook: 100; "
+                        "0: never during training)")
+    t.add_argument("--sample-every", type=int, default=1000,
+                   help="five 80-character samples every N steps (notebook: 1000; 0: never)")
+    t.add_argument("--final-valid", action=argparse.BooleanOptionalAction, default=True,
+                   help="validate after the last step if it was not a validation step (not timed)")
+    t.add_argument("--limit", type=int, default=None, help="read only the corpus' first CHARS characters")
+
+    def warm_up_flags(s):
+        s.add_argument("--corpus")
+        s.add_argument("--seed", type=int, default=1)
+        s.add_argument("--train-steps", type=int, default=0, help="train this many steps first")
+        s.add_argument("--limit", type=int, default=2_000_000,
+                       help="characters read for --train-steps")
+
+    s = sub.add_parser("sample", help="the notebook's sampling loop (one session.run per character)")
     s.add_argument("--chars", type=int, default=20000)
-    s.add_argument("--offset", type=int, default=9_000_000)
-    args = p.parse_args()
-    (cmd_train if args.cmd == "train" else cmd_score)(args)
+    warm_up_flags(s)
+
+    e = sub.add_parser("eval", aliases=["score"],
+                       help="score corpus characters one session.run each (the validation loop)")
+    e.add_argument("--chars", type=int, default=20000)
+    e.add_argument("--offset", type=int, default=9_000_000)
+    warm_up_flags(e)
+
+    args = p.parse_args(argv)
+    for name in ("valid_every", "sample_every"):
+        value = getattr(args, name, 0)
+        if value and value % SUMMARY_FREQUENCY:
+            p.error(f"--{name.replace('_', '-')} must be a multiple of {SUMMARY_FREQUENCY}")
+    {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "score": cmd_eval}[args.cmd](args)
 
 
 if __name__ == "__main__":

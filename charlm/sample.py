@@ -35,20 +35,7 @@ class Sampler:
         return logits[-1], state
 
     def _loop(self, logits, state, steps, temperature, top_k, seed, first_mask):
-        model = self.model
-        table = model.input_table()
-        batch = tf.shape(logits)[0]
-        out = tf.TensorArray(tf.int32, size=steps)
-
-        def body(i, logits, state, out):
-            allowed = tf.logical_or(i > 0, first_mask)[None, :]
-            logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
-            token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(i, tf.int64)]))
-            logits, state = model.step(table, token, state)
-            return i + 1, logits, state, out.write(i, token)
-
-        _, _, _, out = tf.while_loop(lambda i, *_: i < steps, body, (0, logits, state, out))
-        return tf.reshape(out.stack(), [steps, batch])
+        return sample_loop(self.model, logits, state, steps, temperature, top_k, seed, first_mask)
 
     def generate(self, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
                  seed: int | None = None, num_samples: int = 1, oov: str = "error") -> list[str]:
@@ -95,6 +82,26 @@ class Sampler:
                 chars = chars[1:]    # the open pair's first character is the prime's last
             texts.append(prime_text + tok.vocab.decode(chars[:length]))
         return texts
+
+
+def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mask):
+    """``steps`` tokens per row, each fed back in: ``[steps, batch]`` int32.
+
+    ``first_mask`` ``[num_tokens]`` limits the first pick (an odd bigram prime's open pair).
+    """
+    table = model.input_table()
+    batch = tf.shape(logits)[0]
+    out = tf.TensorArray(tf.int32, size=steps)
+
+    def body(i, logits, state, out):
+        allowed = tf.logical_or(i > 0, first_mask)[None, :]
+        logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
+        token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(i, tf.int64)]))
+        logits, state = model.step(table, token, state)
+        return i + 1, logits, state, out.write(i, token)
+
+    _, _, _, out = tf.while_loop(lambda i, *_: i < steps, body, (0, logits, state, out))
+    return tf.reshape(out.stack(), [steps, batch])
 
 
 def pick(logits, temperature, top_k, seed):

@@ -1,0 +1,119 @@
+"""SavedModel export: a run folder as a model plain TensorFlow can load without charlm.
+
+``m = tf.saved_model.load(OUT)`` then
+``m.generate(prime=tf.constant("ROMEO:"), length=tf.constant(200), temperature=tf.constant(1.0))``
+returns a scalar string: the prime followed by exactly ``length`` generated characters (characters
+of the prime the model never saw are dropped), and ``m.score(text=...)`` the text's nats per
+character.  The vocabulary travels inside the graph as a lookup table; the sampling loop is the
+one ``charlm.sample`` uses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import CharlmError
+from .sample import sample_loop
+
+
+class ExportedModel(tf.Module):
+    def __init__(self, model, tokenizer):
+        super().__init__(name="charlm_export")
+        self.model = model
+        vocab = tokenizer.vocab
+        self.vocab_size = vocab.size
+        self.pair = tokenizer.kind == "bigram"
+        codes = np.array([ord(c) for c in vocab.chars], dtype=np.int32)
+        self.codes = tf.constant(codes)
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(codes), tf.range(vocab.size, dtype=tf.int32)), -1)
+
+    def _prime(self, text):
+        """Known character ids of ``text``, its tokens and its leftover (bigram) character."""
+        ids = self.table.lookup(tf.strings.unicode_decode(text, "UTF-8"))
+        ids = tf.boolean_mask(ids, ids >= 0)
+        if not self.pair:
+            return ids, ids, tf.zeros([0], tf.int32)
+        n = tf.size(ids) // 2 * 2
+        pairs = tf.reshape(ids[:n], [-1, 2])
+        return ids, pairs[:, 0] * self.vocab_size + pairs[:, 1], ids[n:]
+
+    def _read(self, tokens):
+        """Feed tokens one by one from the zero state; return the logits after each ``[n+1, V]``."""
+        model = self.model
+        table = model.input_table()
+        n = tf.size(tokens)
+        history = tf.TensorArray(model.dtype, size=n + 1)
+        history = history.write(0, model.out_b[None, :])
+
+        def body(i, state, history):
+            logits, state = model.step(table, tokens[i][None], state)
+            return i + 1, state, history.write(i + 1, logits)
+
+        _, state, history = tf.while_loop(lambda i, *_: i < n, body, (0, model.zero_state(1), history))
+        return history.stack()[:, 0, :], state
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([], tf.float32)])
+    def generate(self, prime, length, temperature):
+        ids, tokens, leftover = self._prime(prime)
+        logits, state = self._read(tokens)
+        length = tf.maximum(length, 0)
+        num = self.vocab_size ** (2 if self.pair else 1)
+        if self.pair:
+            odd = tf.size(leftover) > 0
+            first = tf.cond(odd, lambda: leftover[0], lambda: tf.constant(-1))
+            first_mask = tf.logical_or(tf.logical_not(odd), tf.range(num) // self.vocab_size == first)
+            steps = tf.where(odd, 1 + (length - 1 + 1) // 2, (length + 1) // 2)
+        else:
+            first_mask = tf.ones([num], tf.bool)
+            steps = length
+        seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
+        last = tf.reshape(logits[-1], [1, num])
+        out = sample_loop(self.model, last, state, steps, temperature, tf.constant(0), seed, first_mask)
+        out = out[:, 0]
+        if self.pair:
+            chars = tf.reshape(tf.stack([out // self.vocab_size, out % self.vocab_size], axis=1), [-1])
+            chars = tf.cond(odd, lambda: chars[1:], lambda: chars)
+        else:
+            chars = out
+        chars = chars[:length]
+        text = tf.concat([tf.gather(self.codes, ids), tf.gather(self.codes, chars)], axis=0)
+        return tf.strings.unicode_encode(text, "UTF-8")
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def score(self, text):
+        """Nats per character of ``text`` (unknown characters dropped), the state carried through."""
+        ids, tokens, leftover = self._prime(text)
+        logits, _ = self._read(tokens)
+        logp = tf.nn.log_softmax(tf.cast(logits, tf.float64))
+        n = tf.size(tokens)
+        nats = -tf.reduce_sum(tf.gather(logp[:n], tokens, batch_dims=1))
+        if self.pair:
+            v = self.vocab_size
+            last = tf.reshape(logp[n], [v, v])
+            nats += tf.cond(tf.size(leftover) > 0,
+                            lambda: -tf.reduce_logsumexp(tf.gather(last, leftover[0])),
+                            lambda: tf.constant(0.0, tf.float64))
+        return nats / tf.cast(tf.maximum(tf.size(ids), 1), tf.float64)
+
+
+def export(checkpoint, output) -> Path:
+    """Write the run in ``checkpoint`` as a SavedModel at ``output`` (which must not exist)."""
+    from .checkpoint import load_model
+
+    output = Path(output)
+    if output.exists():
+        raise CharlmError(f"{output} already exists; choose a new --output (nothing was overwritten)")
+    model, tokenizer, _ = load_model(checkpoint)
+    module = ExportedModel(model, tokenizer)
+    tmp = output.with_name(f".{output.name}.partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tf.saved_model.save(module, str(tmp), signatures={"generate": module.generate, "score": module.score})
+    tmp.rename(output)
+    return output
