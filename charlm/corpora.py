@@ -14,6 +14,7 @@ This module must not import TensorFlow (the CLI imports it for ``--help``-fast c
 from __future__ import annotations
 
 import bz2
+import difflib
 import gzip
 import hashlib
 import http.client
@@ -276,8 +277,9 @@ def download(name: str, data_dir=None, mirror=None, progress: bool = True, timeo
                 with urllib.request.urlopen(request, timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     if length is not None and length.strip().isdigit() and int(length) != ds.size:
-                        raise CharlmError(f"{url} offers {int(length):,} bytes for {ds.name}, expected "
-                                          f"{ds.size:,}; nothing was kept (wrong file or mirror?)")
+                        raise CharlmError(f"could not download {ds.name} from {url}: the server offers "
+                                          f"{int(length):,} bytes, expected {ds.size:,} (wrong file or "
+                                          f"mirror?); nothing was kept")
                     if progress:
                         bar = _ProgressBar(f"downloading {ds.name} from {url}", ds.size)
                     while True:
@@ -345,7 +347,12 @@ def load_corpus(spec: str, data_dir=None, mirror=None, progress: bool = True) ->
     name = _dataset_name(spec)
     if name is not None:
         return read_text_file(download(name, data_dir=data_dir, mirror=mirror, progress=progress))
-    raise CharlmError(f"no such corpus file or dataset: {spec} (datasets: {_known()})")
+    s = str(spec)
+    if any(sep in s for sep in ("/", "\\", os.sep)) or s.startswith(("~", ".")) or path.suffix:
+        raise CharlmError(f"corpus file not found: {path} (and it is not a dataset name: {_known()})")
+    close = difflib.get_close_matches(s.lower(), DATASETS, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise CharlmError(f"no such corpus file or dataset: {spec} (datasets: {_known()}){hint}")
 
 
 def describe_corpus(spec) -> str:

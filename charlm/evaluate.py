@@ -38,7 +38,7 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nats_per_char)
+        return _exp(self.nats_per_char)
 
     def as_dict(self, tokenizer: Tokenizer | None = None) -> dict:
         d = {"characters": self.characters, "nats_per_char": self.nats_per_char,
@@ -46,7 +46,7 @@ class Score:
         if tokenizer is not None and tokenizer.kind != "char":
             d.update(tokens=self.tokens,
                      nats_per_token=self.token_nats / self.tokens if self.tokens else float("nan"),
-                     perplexity_per_token=math.exp(self.token_nats / self.tokens) if self.tokens else float("nan"))
+                     perplexity_per_token=_exp(self.token_nats / self.tokens) if self.tokens else float("nan"))
         return d
 
 
@@ -98,6 +98,11 @@ class Scorer:
 
     def score_text(self, text: str, oov: str = "error", what: str = "evaluation text") -> Score:
         return self.score_ids(self.tokenizer.vocab.encode(text, oov=oov, what=what))
+
+
+def _exp(x: float) -> float:
+    """exp that says inf (or nan) instead of raising for a diverged model."""
+    return math.exp(x) if x < 700 else float("inf") if x == x else x
 
 
 def _next_pow2(n: int) -> int:

@@ -164,8 +164,9 @@ class Trainer:
             raise CharlmError(f"--resume: {self.run_dir} has no checkpoint to resume from")
         try:
             self.checkpoint.restore(path).assert_consumed()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
-            raise CharlmError(f"--resume: cannot restore {path} ({str(e).splitlines()[0][:200]})")
+        except Exception as e:  # noqa: BLE001 - a damaged file surfaces as many error types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CharlmError(f"--resume: cannot restore {path}: corrupt or incomplete checkpoint ({first[:200]})")
         self.generator.cursors = self.cursors.numpy().copy()
         self.log(f"resumed {self.run_dir} at step {self.step}")
 
@@ -243,7 +244,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     record = {"step": step, "loss": float(np.mean(window_losses)),
                               "learning_rate": float(lrs.numpy()[-1]),
-                              "minibatch_perplexity": float(np.exp(losses[-1])),
+                              "minibatch_perplexity": float(np.exp(np.minimum(losses[-1], 700.0))),
                               "grad_norm": float(norms.numpy()[-1]),
                               "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9)}
                     score = self._validate()

@@ -93,7 +93,7 @@ def zipped(text: str, member: str) -> bytes:
 def fake_dataset(monkeypatch):
     body = zipped(TEXT, "fake")
     ds = Dataset("fake", "fake.zip", "http://example.invalid/dc/fake.zip", len(body),
-                 hashlib.sha256(body).hexdigest(), "fake", hashlib.sha256(TEXT.encode()).hexdigest(), "test")
+                 hashlib.sha256(body).hexdigest(), "test")
     monkeypatch.setitem(corpora.DATASETS, "fake", ds)
     return ds, body
 

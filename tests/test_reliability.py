@@ -90,7 +90,7 @@ def test_interrupt_saves_and_resumes(corpus, tmp_path, sig):
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(corpus, tmp_path):
     run = tmp_path / "run"
     proc = cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 200, *TINY[:6],
-               "--optimizer", "sgd", "--learning-rate", "1e30", "--clip", "0", "--sample-every", "0",
+               "--optimizer", "sgd", "--learning-rate", "1e38", "--clip", "0", "--sample-every", "0",
                "--checkpoint-every", "1", "--log-every", "1", "--init", "uniform")
     assert_clean_error(proc, "non-finite")
     from charlm.checkpoint import load_model
