@@ -4,11 +4,14 @@ Corpus lookup order: the ``--corpus`` argument, then ``$CHARLM_BENCH_CORPUS``, t
 ``<repo>/../shared/data/text8-first10M.txt.gz``.  When none of these names a file, the scripts stop
 with one line on stderr saying how to get a corpus, and exit status 2.
 """
+import contextlib
 import gzip
+import io
 import json
 import os
 import resource
 import sys
+import zipfile
 from pathlib import Path
 
 ENV_VAR = "CHARLM_BENCH_CORPUS"
@@ -47,10 +50,18 @@ def find_corpus(arg=None) -> Path:
 
 
 def read_corpus(path, limit=None) -> str:
-    """The text of ``path`` (plain or ``.gz``, UTF-8); only its first ``limit`` characters if given."""
+    """The text of ``path`` (UTF-8: plain, ``.gz``, or a ``.zip`` holding one file such as
+    text8.zip); only its first ``limit`` characters if given."""
     path = Path(path)
     if path.suffix == ".gz":
         f = gzip.open(path, "rt", encoding="utf-8")
+    elif path.suffix == ".zip":
+        archive = zipfile.ZipFile(path)
+        members = [m for m in archive.namelist() if not m.endswith("/")]
+        if len(members) != 1:
+            print(f"{path}: expected a zip holding one file, found {len(members)}", file=sys.stderr)
+            sys.exit(2)
+        f = io.TextIOWrapper(archive.open(members[0]), encoding="utf-8")
     else:
         f = open(path, "rt", encoding="utf-8")
     with f:
@@ -65,10 +76,31 @@ def peak_rss_mb() -> float:
 
 def emit(result: dict) -> None:
     """Print ``result`` as one JSON line on stdout (the scripts' machine-readable output)."""
-    sys.stdout.write(json.dumps(result, sort_keys=False) + "\n")
+    def plain(value):                      # numpy scalars and arrays from the peers
+        return value.item() if hasattr(value, "item") and getattr(value, "size", 1) == 1 else str(value)
+
+    sys.stdout.write(json.dumps(result, default=plain) + "\n")
     sys.stdout.flush()
 
 
 def log(*parts) -> None:
     """Progress output: stderr, so stdout stays one JSON line."""
     print(*parts, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Send file descriptor 2 to /dev/null for the block (TensorFlow's C++ start-up notices
+    ignore TF_CPP_MIN_LOG_LEVEL).  Python exceptions raised inside still reach the terminal,
+    since stderr is restored before they propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -32,14 +32,16 @@ import string  # noqa: E402
 import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, find_corpus, log, peak_rss_mb, read_corpus  # noqa: E402
+from common import emit, find_corpus, log, peak_rss_mb, quiet_stderr, read_corpus  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
 
-tf.disable_v2_behavior()        # graphs, placeholders and sessions, as the notebook ran
-tf.logging.set_verbosity(tf.logging.ERROR)
+with quiet_stderr():
+    import tensorflow.compat.v1 as tf  # noqa: E402
+
+    tf.disable_v2_behavior()        # graphs, placeholders and sessions, as the notebook ran
+    tf.logging.set_verbosity(tf.logging.ERROR)
 
 VOCABULARY_SIZE = len(string.ascii_lowercase) + 1   # 27
 FIRST_LETTER = ord("a")
@@ -199,9 +201,13 @@ class NotebookGraph:
         self.init = tf.global_variables_initializer()
         self.graph.finalize()
 
-    def session(self):
-        sess = tf.Session(graph=self.graph)
-        sess.run(self.init)
+    def session(self, threads=0):
+        """A session with the variables initialised (threads 0: TensorFlow's default pools)."""
+        config = tf.ConfigProto(intra_op_parallelism_threads=threads,
+                                inter_op_parallelism_threads=threads)
+        with quiet_stderr():                          # CUDA probing chatter on first session
+            sess = tf.Session(graph=self.graph, config=config)
+            sess.run(self.init)
         return sess
 
     # -- the notebook's loops, on an open session ------------------------------------------------
@@ -218,7 +224,7 @@ class NotebookGraph:
         for _ in range(n):
             b = generator.next()
             predictions = sess.run(self.sample_prediction, {self.sample_input: b[0]})
-            total += logprob(predictions, b[1])
+            total += float(logprob(predictions, b[1]))
         return total
 
     def valid_perplexity(self, sess, valid_text):
@@ -257,7 +263,7 @@ def cmd_train(args):
     step_seconds = report_seconds = 0.0
     valid_ppl = None
     last_loss = None
-    with model.session() as sess:
+    with model.session(args.threads) as sess:
         loop_start = time.perf_counter()
         mean_loss = 0.0
         for step in range(args.steps):
@@ -317,7 +323,7 @@ def _warm_up(model, sess, args):
 def cmd_sample(args):
     seed_everything(args.seed)
     model = NotebookGraph(seed=args.seed)
-    with model.session() as sess:
+    with model.session(args.threads) as sess:
         _warm_up(model, sess, args)
         model.sample_text(sess, 10)                      # first-run overheads out of the timing
         t0 = time.perf_counter()
@@ -337,7 +343,7 @@ def cmd_eval(args):
         sys.exit(2)
     seed_everything(args.seed)
     model = NotebookGraph(seed=args.seed)
-    with model.session() as sess:
+    with model.session(args.threads) as sess:
         _warm_up(model, sess, args)
         model.score(sess, BatchGenerator(text[:11], 1, 1), 10)   # first-run overheads
         # Batch 1, one unrolling, over exactly chars+1 characters: pairs (t[0],t[1])..(t[n-1],t[n]).
@@ -347,7 +353,8 @@ def cmd_eval(args):
     emit({"peer": "notebook", "what": "eval", "chars": args.chars, "offset": args.offset,
           "train_steps": args.train_steps, "seconds": round(seconds, 4),
           "chars_per_sec": round(args.chars / seconds, 1),
-          "nats_per_char": nats / args.chars, "bits_per_char": nats / args.chars / np.log(2),
+          "nats_per_char": round(nats / args.chars, 5),
+          "bits_per_char": round(nats / args.chars / float(np.log(2)), 5),
           "total_seconds": round(time.perf_counter() - PROCESS_START, 3),
           "peak_rss_mb": round(peak_rss_mb(), 1)})
 
@@ -369,6 +376,7 @@ def main(argv=None):
     t.add_argument("--final-valid", action=argparse.BooleanOptionalAction, default=True,
                    help="validate after the last step if it was not a validation step (not timed)")
     t.add_argument("--limit", type=int, default=None, help="read only the corpus' first CHARS characters")
+    t.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0: default)")
 
     def warm_up_flags(s):
         s.add_argument("--corpus")
@@ -376,6 +384,7 @@ def main(argv=None):
         s.add_argument("--train-steps", type=int, default=0, help="train this many steps first")
         s.add_argument("--limit", type=int, default=2_000_000,
                        help="characters read for --train-steps")
+        s.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: default)")
 
     s = sub.add_parser("sample", help="the notebook's sampling loop (one session.run per character)")
     s.add_argument("--chars", type=int, default=20000)
