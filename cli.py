@@ -130,7 +130,7 @@ OOV_OPTION = click.option("--oov", type=click.Choice(["error", "skip"]), default
 def sample(checkpoint, length, prime, temperature, top_k, seed, num_samples, oov):
     """Generate text: stdout holds the prime followed by exactly LENGTH characters per sample."""
     _quiet_tensorflow()
-    from charlm.sample import sample as generate
+    from charlm.sampling import sample as generate
 
     path = _resolve_checkpoint(checkpoint)
     click.echo(f"sampling from {path}", err=True)
@@ -159,7 +159,7 @@ def eval_(checkpoint, text_file, split, as_json, oov):
         split = "valid"
     _quiet_tensorflow()
     from charlm.corpora import read_text_file
-    from charlm.evaluate import evaluate
+    from charlm.scoring import evaluate
 
     path = _resolve_checkpoint(checkpoint)
     text = read_text_file(text_file) if text_file else None

@@ -16,9 +16,9 @@ from charlm.runtime import import_tensorflow_quietly, set_threads  # noqa: E402
 import_tensorflow_quietly()
 set_threads(1)
 from charlm.config import ModelConfig  # noqa: E402
-from charlm.evaluate import Scorer  # noqa: E402
+from charlm.scoring import Scorer  # noqa: E402
 from charlm.model import CharLM  # noqa: E402
-from charlm.sample import Sampler  # noqa: E402
+from charlm.sampling import Sampler  # noqa: E402
 from charlm.vocab import Tokenizer, Vocabulary  # noqa: E402
 
 

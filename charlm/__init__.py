@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 _API = {
     "train": "training", "Trainer": "training", "TrainResult": "training",
-    "sample": "sample", "Sampler": "sample",
-    "evaluate": "evaluate", "Scorer": "evaluate", "Score": "evaluate",
+    "sample": "sampling", "Sampler": "sampling",
+    "evaluate": "scoring", "Scorer": "scoring", "Score": "scoring",
     "load_model": "checkpoint", "find_latest_run": "checkpoint",
     "CharLM": "model", "LSTMCell": "model",
     "BatchGenerator": "batches",

@@ -5,7 +5,7 @@
 returns a scalar string: the prime followed by exactly ``length`` generated characters (characters
 of the prime the model never saw are dropped), and ``m.score(text=...)`` the text's nats per
 character.  The vocabulary travels inside the graph as a lookup table; the sampling loop is the
-one ``charlm.sample`` uses.
+one ``charlm.sampling`` uses.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import CharlmError
-from .sample import sample_loop
+from .sampling import sample_loop
 
 
 class ExportedModel(tf.Module):

@@ -28,10 +28,10 @@ from . import checkpoint as ckpt
 from .batches import BatchGenerator
 from .config import ModelConfig, TrainConfig, build_configs
 from .errors import CharlmError
-from .evaluate import Scorer
+from .scoring import Scorer
 from .model import CharLM
 from .optim import learning_rate, make_optimizer
-from .sample import Sampler
+from .sampling import Sampler
 from .vocab import Tokenizer, Vocabulary
 
 MAX_STEPS_PER_CALL = 100

@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 
 from charlm.config import ModelConfig
-from charlm.evaluate import Scorer
+from charlm.scoring import Scorer
 from charlm.model import CharLM
-from charlm.sample import Sampler
+from charlm.sampling import Sampler
 from charlm.vocab import Tokenizer, Vocabulary
 from reference import four_matmul_cell, log_softmax, numpy_forward, split_gates, weights_of
 
