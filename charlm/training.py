@@ -123,6 +123,7 @@ class Trainer:
         self._train_fn = tf.function(self._train_block, jit_compile=use_xla(model_cfg, train_cfg),
                                      reduce_retracing=True)
         self._stop_signal = None
+        self.show_progress = log is _log and sys.stderr.isatty()
 
     # -- the compiled block of steps ---------------------------------------------------------------
     def _one_step(self, batch):
@@ -238,6 +239,8 @@ class Trainer:
                 window_steps += count
                 step = self.step
                 result.last_loss = float(losses[-1])
+                self._progress(step, total, result.last_loss,
+                               window_steps * chars_per_step / max(time.perf_counter() - window_start, 1e-9))
                 out_of_time = bool(time_limit) and time.perf_counter() - start >= time_limit
                 ending = step >= total or out_of_time or self._stop_signal is not None
                 if cfg.log_every and (step % cfg.log_every == 0 or ending):
@@ -279,6 +282,16 @@ class Trainer:
         result.seconds = time.perf_counter() - start
         return result
 
+    def _progress(self, step: int, total: int, loss: float, chars_per_sec: float):
+        """A one-line progress bar on an interactive stderr (log files get the periodic lines only)."""
+        if not self.show_progress:
+            return
+        width = 30
+        filled = int(width * step / max(total, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {step}/{total}  "
+                         f"loss {loss:.4f}  {chars_per_sec:,.0f} chars/s \033[K")
+        sys.stderr.flush()
+
     def _report(self, record: dict, writer):
         ckpt.append_metrics(self.run_dir, record)
         with writer.as_default(step=record["step"]):
@@ -293,6 +306,8 @@ class Trainer:
                 tf.summary.scalar("valid/perplexity", record["valid_perplexity"])
                 tf.summary.scalar("valid/bits_per_char", record["valid_bpc"])
         valid = (f"  valid ppl {record['valid_perplexity']:.2f}" if "valid_perplexity" in record else "")
+        if self.show_progress:
+            sys.stderr.write("\r\033[K")
         self.log(f"step {record['step']:>6}  loss {record['loss']:.4f}  lr {record['learning_rate']:.4g}  "
                  f"minibatch ppl {record['minibatch_perplexity']:.2f}{valid}  "
                  f"{record['chars_per_sec']:,.0f} chars/s")

@@ -23,6 +23,7 @@ import numpy as np
 from .errors import CharlmError
 
 TOKENIZATIONS = ("char", "bigram")
+CHUNK = 1 << 22       # characters per numpy pass over a big corpus (bounds temporary memory)
 
 
 def smallest_uint(max_value: int) -> np.dtype:
@@ -42,6 +43,14 @@ def _codepoints(text: str) -> np.ndarray:
         # surrogatepass: a lone surrogate (Python's stand-in for an undecodable byte in argv)
         # becomes an ordinary unknown character instead of an encoding crash
         return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _present(codes: np.ndarray) -> np.ndarray:
+    """The distinct values of a uint8 array, chunk by chunk (no int64 copy of it)."""
+    seen = np.zeros(256, dtype=bool)
+    for start in range(0, codes.size, CHUNK):
+        seen[np.unique(codes[start:start + CHUNK])] = True
+    return np.nonzero(seen)[0]
 
 
 def describe_chars(chars) -> str:
@@ -74,7 +83,7 @@ class Vocabulary:
     def from_text(cls, text: str) -> "Vocabulary":
         codes = _codepoints(text)
         if codes.dtype == np.uint8:
-            present = np.nonzero(np.bincount(codes, minlength=256))[0]
+            present = _present(codes)
         else:
             present = np.unique(codes)
         return cls("".join(chr(int(c)) for c in present))
@@ -105,8 +114,16 @@ class Vocabulary:
         if codes.size == 0:
             return np.zeros(0, dtype=self.dtype)
         if codes.dtype == np.uint8 and self._codes.max() < 256:
-            table = np.full(256, -1, dtype=np.int64)
+            table = np.full(256, -1, dtype=np.int16)
             table[self._codes] = np.arange(self.size)
+            if (table[_present(codes)] >= 0).all():
+                # every character known: map chunk by chunk straight into the compact dtype, so a
+                # 100M-character corpus needs no wide temporary copies
+                ids = np.empty(codes.size, dtype=self.dtype)
+                small = table.astype(self.dtype)
+                for start in range(0, codes.size, CHUNK):
+                    np.take(small, codes[start:start + CHUNK], out=ids[start:start + CHUNK])
+                return ids
             ids = table[codes]
             known = ids >= 0
         else:
