@@ -2,8 +2,9 @@
 
 The prime is read through the model in one call; then a compiled XLA while-loop picks a token,
 feeds it back, and repeats, for all ``num_samples`` sequences at once (they are rows of one
-batch, so several cost little more than one).  Picking uses the Gumbel-max trick on stateless
-noise seeded by ``(seed, step)``: the same seed gives the same text.
+batch, so several cost little more than one).  Picking draws one stateless uniform number per
+row, seeded by ``(seed, step)``, through the softmax's cumulative distribution: the same seed gives
+the same text.
 
 Temperature 0 means greedy (argmax) by design; ``top_k`` keeps only the k likeliest tokens.
 
@@ -105,18 +106,23 @@ def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mas
 
 
 def pick(logits, temperature, top_k, seed):
-    """One token per row: greedy at temperature 0, else a softmax draw (Gumbel-max) at ``1/T``."""
+    """One token per row: greedy at temperature 0, else a draw from the softmax at ``1/T``."""
     def keep_top_k():
         k = tf.minimum(top_k, tf.shape(logits)[-1])
         kth = tf.gather(tf.sort(logits, direction="DESCENDING"), k - 1, axis=-1)[:, None]
         return tf.where(logits < kth, tf.constant(-np.inf, logits.dtype), logits)
 
     logits = tf.cond(top_k > 0, keep_top_k, lambda: logits)
-    uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-20, maxval=1.0,
-                                          dtype=logits.dtype)
-    gumbel = -tf.math.log(-tf.math.log(uniform))
-    scores = tf.where(temperature > 0, logits / tf.maximum(temperature, 1e-30) + gumbel, logits)
-    return tf.argmax(scores, axis=-1, output_type=tf.int32)
+    # Inverse-CDF draw: one uniform number per row (not one per token, as Gumbel-max needs).
+    probs = tf.nn.softmax(logits / tf.maximum(temperature, 1e-30), axis=-1)
+    cdf = tf.cumsum(probs, axis=-1)
+    u = tf.random.stateless_uniform(tf.shape(logits)[:1], seed=seed, dtype=logits.dtype) * cdf[:, -1]
+    drawn = tf.minimum(tf.reduce_sum(tf.cast(cdf <= u[:, None], tf.int32), axis=-1), tf.shape(logits)[-1] - 1)
+    # an index past the last allowed token can only come from rounding: step back to an allowed one
+    drawn = tf.where(tf.gather(probs, drawn, batch_dims=1) > 0, drawn,
+                     tf.argmax(logits, axis=-1, output_type=tf.int32))
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return tf.where(temperature > 0, drawn, greedy)
 
 
 def sample(checkpoint, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,

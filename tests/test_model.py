@@ -176,3 +176,19 @@ def test_greedy_sampling_matches_numpy():
         logits, _ = numpy_forward(weights, np.array(ids)[:, None], 5)
         ids.append(int(np.argmax(logits[-1, 0])))
     assert text == vocab.decode(ids)
+
+
+def test_pick_draws_from_the_softmax():
+    from charlm.sampling import pick
+
+    logits = tf.constant([[2.0, 1.0, 0.0, -np.inf, 0.5]] * 4000, tf.float32)
+    draws = pick(logits, tf.constant(1.0), tf.constant(0), tf.constant([5, 6], tf.int64)).numpy()
+    want = np.exp([2.0, 1.0, 0.0, 0.0, 0.5]) * [1, 1, 1, 0, 1]
+    want /= want.sum()
+    freq = np.bincount(draws, minlength=5) / draws.size
+    np.testing.assert_allclose(freq, want, atol=0.03)
+    assert freq[3] == 0
+    top2 = pick(logits, tf.constant(1.0), tf.constant(2), tf.constant([5, 7], tf.int64)).numpy()
+    assert set(top2.tolist()) == {0, 1}
+    hot = pick(logits, tf.constant(0.0), tf.constant(0), tf.constant([5, 8], tf.int64)).numpy()
+    assert (hot == 0).all()
