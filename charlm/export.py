@@ -72,7 +72,7 @@ class ExportedModel(tf.Module):
             steps = length
         seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
         last = tf.reshape(logits[-1], [1, num])
-        out = sample_loop(self.model, last, state, steps, temperature, tf.constant(0), seed, first_mask)
+        out = sample_loop(self.model, last, state, steps, temperature, 0, seed, first_mask)
         out = out[:, 0]
         if self.pair:
             chars = tf.reshape(tf.stack([out // self.vocab_size, out % self.vocab_size], axis=1), [-1])

@@ -74,7 +74,7 @@ class Sampler:
             seed = int.from_bytes(os.urandom(7), "little")
         out = self._loop_fn(logits, state, tf.constant(steps, tf.int32),
                             tf.constant(float(temperature), logits.dtype),
-                            tf.constant(top_k, tf.int32), tf.constant(seed, tf.int64),
+                            int(top_k), tf.constant(seed, tf.int64),
                             tf.constant(first_mask)).numpy()
         texts = []
         for row in out.T:
@@ -112,7 +112,10 @@ def pick(logits, temperature, top_k, seed):
         kth = tf.gather(tf.sort(logits, direction="DESCENDING"), k - 1, axis=-1)[:, None]
         return tf.where(logits < kth, tf.constant(-np.inf, logits.dtype), logits)
 
-    logits = tf.cond(top_k > 0, keep_top_k, lambda: logits)
+    if isinstance(top_k, int):          # known when tracing: no conditional inside the loop
+        logits = keep_top_k() if top_k > 0 else logits
+    else:
+        logits = tf.cond(top_k > 0, keep_top_k, lambda: logits)
     # Inverse-CDF draw: one uniform number per row (not one per token, as Gumbel-max needs).
     probs = tf.nn.softmax(logits / tf.maximum(temperature, 1e-30), axis=-1)
     cdf = tf.cumsum(probs, axis=-1)
