@@ -494,3 +494,20 @@ def test_data_dir_that_is_a_file(tmp_path, fake):
     blocker.write_text("x")
     with pytest.raises(CharlmError, match="dataset folder"):
         download("fake", data_dir=blocker, mirror="http://127.0.0.1:9", progress=False)
+
+
+def test_datasets_commands(tmp_path, fake, serve):
+    """`cli.py datasets download/list` over the same download code, as a user runs them."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    _, body = fake
+    server = serve({"fake.zip": body})
+    r = CliRunner().invoke(main, ["datasets", "download", "fake", "--data-dir", str(tmp_path),
+                                  "--mirror", server.url])
+    assert r.exit_code == 0 and r.stdout.strip().endswith("fake.zip")
+    listing = CliRunner().invoke(main, ["datasets", "list"])
+    assert "text8" in listing.stdout and "31,344,016" in listing.stdout
+    bad = CliRunner().invoke(main, ["datasets", "download", "nope"])
+    assert bad.exit_code == 1 and "unknown dataset" in bad.output
