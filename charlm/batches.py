@@ -18,7 +18,7 @@ from .errors import CharlmError
 
 class BatchGenerator:
     def __init__(self, tokens: np.ndarray, batch_size: int, num_unrollings: int,
-                 cursors: np.ndarray | None = None):
+                 cursors: np.ndarray | None = None, unit: str = "tokens"):
         tokens = np.asarray(tokens)
         if tokens.ndim != 1:
             raise ValueError("tokens must be a 1-D array")
@@ -26,7 +26,7 @@ class BatchGenerator:
             raise CharlmError("batch size and unrollings must be at least 1")
         if tokens.size < batch_size * (num_unrollings + 1):
             raise CharlmError(
-                f"the training text has {tokens.size} tokens, fewer than one batch "
+                f"the training text has {tokens.size} {unit}, fewer than one batch "
                 f"(batch size {batch_size} x (unrollings {num_unrollings} + 1) = "
                 f"{batch_size * (num_unrollings + 1)}); use a longer corpus or smaller "
                 f"--batch-size/--unrollings")

@@ -15,6 +15,7 @@ An odd length keeps only the first character of the last pair.  The prime follow
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -29,14 +30,12 @@ class Sampler:
         self.model = model
         self.tokenizer = tokenizer
         self._prime_fn = tf.function(self._read_prime, reduce_retracing=True)
-        self._loop_fn = tf.function(self._loop, jit_compile=True, reduce_retracing=True)
+        self._loop_fn = tf.function(functools.partial(sample_loop, model), jit_compile=True,
+                                    reduce_retracing=True)
 
     def _read_prime(self, tokens, state):
         logits, state = self.model.unroll(tokens, state)
         return logits[-1], state
-
-    def _loop(self, logits, state, steps, temperature, top_k, seed, first_mask):
-        return sample_loop(self.model, logits, state, steps, temperature, top_k, seed, first_mask)
 
     def generate(self, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
                  seed: int | None = None, num_samples: int = 1, oov: str = "error") -> list[str]:

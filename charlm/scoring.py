@@ -109,8 +109,8 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov: str = "error",
-             corpus_loader=None) -> tuple[Score, Tokenizer]:
+def evaluate(checkpoint, text: str | None = None, split: str | None = None,
+             oov: str = "error") -> tuple[Score, Tokenizer]:
     """Score ``text`` (or the run's ``valid``/``train`` split) with the run in ``checkpoint``."""
     from .checkpoint import load_model
     from .errors import CharlmError
@@ -122,7 +122,7 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
         from .training import split_ids
 
         train_cfg = info["train_config"]
-        corpus = (corpus_loader or load_corpus)(train_cfg.corpus)
+        corpus = load_corpus(train_cfg.corpus)
         valid_ids, train_ids = split_ids(tokenizer.vocab.encode(corpus, oov=oov, what="corpus"),
                                          train_cfg.valid_size)
         ids = valid_ids if split == "valid" else train_ids

@@ -88,15 +88,9 @@ class Trainer:
             raise CharlmError(f"the corpus has {ids.size} characters, all taken by --valid-size "
                               f"{train_cfg.valid_size}; nothing is left to train on")
         self.valid_ids = valid_ids
-        train_tokens = self.tokenizer.tokens(train_ids)
-        if train_tokens.size < train_cfg.batch_size * (train_cfg.unrollings + 1):
-            unit = "characters" if model_cfg.kind == "char" else "character pairs"
-            raise CharlmError(
-                f"the training text has {train_tokens.size} {unit}, fewer than one batch needs "
-                f"(batch size {train_cfg.batch_size} x (unrollings {train_cfg.unrollings} + 1) = "
-                f"{train_cfg.batch_size * (train_cfg.unrollings + 1)}); use a longer corpus or a "
-                f"smaller --batch-size / --unrollings")
-        self.generator = BatchGenerator(train_tokens, train_cfg.batch_size, train_cfg.unrollings)
+        unit = "characters" if model_cfg.kind == "char" else "character pairs"
+        self.generator = BatchGenerator(self.tokenizer.tokens(train_ids), train_cfg.batch_size,
+                                        train_cfg.unrollings, unit=unit)
 
         tf.random.set_seed(train_cfg.seed)
         self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed)
