@@ -86,6 +86,11 @@ def main():
 @click.option("--resume", is_flag=True, help="Continue the run in --checkpoint-dir.")
 @click.option("--threads", type=NON_NEGATIVE, default=None,
               help="CPU threads per op (0: all; default: 1 for models up to 128 units, else all).")
+@click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]), default=None,
+              help="Data-parallel training with tf.distribute: mirrored over GPUs or --replicas "
+              "CPU devices; multi-worker over the cluster in TF_CONFIG (the chief writes the run).")
+@click.option("--replicas", type=POSITIVE, default=None,
+              help="Replicas for --distribute mirrored (default: every GPU, or 1 CPU device).")
 @user_errors
 def train(corpus, preset, kind, checkpoint_dir, resume, **options):
     """Train a model; checkpoints, metrics and TensorBoard logs go to the run folder."""

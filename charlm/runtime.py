@@ -52,13 +52,16 @@ def auto_threads(hidden: int) -> int:
     return 1 if hidden <= 128 else 0
 
 
-def set_threads(threads: int) -> bool:
-    """Use ``threads`` CPU threads per op (0: TensorFlow's default).  False if too late to change."""
+def set_threads(threads: int, concurrent: int = 1) -> bool:
+    """Use ``threads`` CPU threads per op (0: TensorFlow's default).  False if too late to change.
+
+    ``concurrent`` independent op streams (replicas on logical CPU devices) each get a thread.
+    """
     import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads if threads else 0)
+        tf.config.threading.set_inter_op_parallelism_threads(max(threads, concurrent) if threads else 0)
         return True
     except RuntimeError:          # TensorFlow already initialised in this process
         return False

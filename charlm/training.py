@@ -12,11 +12,14 @@ generator.  ``SIGINT``/``SIGTERM`` end the current block, save, and return.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import signal
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,10 +74,17 @@ class Trainer:
     """One training run in one run folder (new, or resumed from its checkpoint)."""
 
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, text: str, run_dir,
-                 resume: bool = False, log=_log, extra_info: dict | None = None):
+                 resume: bool = False, log=_log, extra_info: dict | None = None, distribution=None):
         self.model_cfg, self.cfg = model_cfg, train_cfg
         self.run_dir = Path(run_dir)
         self.log = log
+        # tf.distribute: None trains on one device; see charlm.distribute
+        self.distribution = distribution
+        self.strategy = distribution.strategy if distribution else None
+        self.is_chief = distribution.is_chief if distribution else True
+        if distribution and train_cfg.batch_size % distribution.replicas:
+            raise CharlmError(f"--batch-size {train_cfg.batch_size} is the global batch and must divide "
+                              f"evenly among {distribution.replicas} replicas")
         if resume:
             vocab = ckpt.read_run_config(self.run_dir)["vocabulary"]
             ids = vocab.encode(text, what="corpus")
@@ -93,29 +103,38 @@ class Trainer:
                                         train_cfg.unrollings, unit=unit)
 
         tf.random.set_seed(train_cfg.seed)
-        self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed)
-        self.variables = list(self.model.trainable_variables)
-        self.optimizer = make_optimizer(train_cfg, self.variables)
-        b, h = train_cfg.batch_size, model_cfg.hidden
-        self.carried = [(tf.Variable(tf.zeros([b, h]), trainable=False, name=f"h{i}"),
-                         tf.Variable(tf.zeros([b, h]), trainable=False, name=f"c{i}"))
-                        for i in range(model_cfg.layers)]
+        # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
+        with self.strategy.scope() if self.strategy else contextlib.nullcontext():
+            self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed)
+            self.variables = list(self.model.trainable_variables)
+            self.optimizer = make_optimizer(train_cfg, self.variables)
+            b, h = train_cfg.batch_size, model_cfg.hidden
+            self.carried = [(tf.Variable(tf.zeros([b, h]), trainable=False, name=f"h{i}"),
+                             tf.Variable(tf.zeros([b, h]), trainable=False, name=f"c{i}"))
+                            for i in range(model_cfg.layers)]
         self.cursors = tf.Variable(self.generator.cursors, dtype=tf.int64, trainable=False, name="cursors")
         self.rng = tf.random.Generator.from_seed(train_cfg.seed)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, cursors=self.cursors, rng=self.rng,
             carried=[list(pair) for pair in self.carried])
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / ckpt.CKPT_DIR),
-                                                  max_to_keep=3)
+        # Only the chief writes the run folder; other workers save into a scratch folder of their
+        # own (all workers take part in a save, as tf.distribute asks) that is removed at the end.
+        self._scratch = None if self.is_chief else tempfile.mkdtemp(prefix="charlm-worker-")
+        save_dir = self.run_dir / ckpt.CKPT_DIR if self.is_chief else Path(self._scratch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(save_dir), max_to_keep=3)
         if resume:
             self._restore()
-        else:
+        elif self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info)
         self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096)
         self.sampler = Sampler(self.model, self.tokenizer)
-        self._train_fn = tf.function(self._train_block, jit_compile=use_xla(model_cfg, train_cfg),
-                                     reduce_retracing=True)
+        if self.strategy is None:
+            self._train_fn = tf.function(self._train_block, jit_compile=use_xla(model_cfg, train_cfg),
+                                         reduce_retracing=True)
+        else:
+            self._train_fn = tf.function(self._train_block_distributed, reduce_retracing=True)
+            self._agree_fn = tf.function(self._any_replica)
         self._stop_signal = None
         self.show_progress = log is _log and sys.stderr.isatty()
 
@@ -152,9 +171,69 @@ class Trainer:
             lrs = lrs.write(k, lr)
         return losses.stack(), norms.stack(), lrs.stack()
 
+    # -- the same block, data-parallel under a tf.distribute strategy ------------------------------
+    def _replica_step(self, batch, seed):
+        """One replica's share of a step: its rows of the batch and of the carried state.
+
+        The loss is the replica's summed cross-entropy over the *global* token count, so the
+        all-reduced (summed) gradient is exactly the single-device gradient of the global batch.
+        """
+        ctx = tf.distribute.get_replica_context()
+        rows = self.cfg.batch_size // ctx.num_replicas_in_sync
+        first = ctx.replica_id_in_sync_group * rows
+        local = batch[:, first:first + rows]
+        state = [(h[first:first + rows], c[first:first + rows]) for h, c in self.carried]
+        if self.model_cfg.dropout > 0:
+            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
+        else:
+            seed = None
+        count = float(self.cfg.batch_size * self.cfg.unrollings)
+        with tf.GradientTape() as tape:
+            logits, new_state = self.model.unroll(local[:-1], state, seed)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=local[1:], logits=logits)) / count
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
+        loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads))
+        gathered = [ctx.all_gather(x, axis=0) for pair in new_state for x in pair]
+        return loss, grads, gathered
+
+    def _train_block_distributed(self, batches):
+        strategy, cfg = self.strategy, self.cfg
+        n = tf.shape(batches)[0]
+        losses = tf.TensorArray(tf.float32, size=n)
+        norms = tf.TensorArray(tf.float32, size=n)
+        lrs = tf.TensorArray(tf.float32, size=n)
+        for k in tf.range(n):
+            seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else tf.zeros([2], tf.int64)
+            results = strategy.run(self._replica_step, args=(batches[k], seed))
+            # every replica holds the same reduced values; the update runs once, in cross-replica
+            # context, and writes every copy of the mirrored variables
+            loss, grads, gathered = tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0], results)
+            gnorm = tf.linalg.global_norm(grads)
+            if cfg.clip > 0:
+                grads, _ = tf.clip_by_global_norm(grads, cfg.clip, use_norm=gnorm)
+            lr = learning_rate(cfg, self.optimizer.step)
+            self.optimizer.apply(grads, self.variables, lr)
+            for variable, value in zip([v for pair in self.carried for v in pair], gathered):
+                variable.assign(value)
+            losses = losses.write(k, loss)
+            norms = norms.write(k, gnorm)
+            lrs = lrs.write(k, lr)
+        return losses.stack(), norms.stack(), lrs.stack()
+
+    def _any_replica(self, flag):
+        """True on every worker when any worker passes True (a stop must be agreed on)."""
+        def count(f):
+            # made on the replica's device: an all-reduce needs to know where its input lives
+            local = tf.cast(f, tf.float32) + tf.zeros([])
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+        total = self.strategy.run(count, args=(flag,))
+        return self.strategy.experimental_local_results(total)[0] > 0
+
     # -- checkpoints ---------------------------------------------------------------------------------
     def _restore(self):
-        path = self.manager.latest_checkpoint
+        path = tf.train.latest_checkpoint(str(self.run_dir / ckpt.CKPT_DIR))
         if path is None:
             raise CharlmError(f"--resume: {self.run_dir} has no checkpoint to resume from")
         try:
@@ -206,12 +285,15 @@ class Trainer:
         result = TrainResult(self.run_dir, self.step, 0.0)
         per_call = cfg.steps_per_call or MAX_STEPS_PER_CALL
         chars_per_step = cfg.batch_size * cfg.unrollings * self.tokenizer.chars_per_token
-        writer = tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR))
+        chief = self.is_chief
+        writer = (tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR)) if chief
+                  else tf.summary.create_noop_writer())
         previous = self._install_signals()
         start = time.perf_counter()
         window_losses, window_start, window_steps = [], time.perf_counter(), 0
+        where = f" ({self.distribution.describe()})" if self.distribution else ""
         self.log(f"training {self.model.num_parameters():,} parameters on "
-                 f"{self.generator.tokens.size:,} tokens, steps {self.step}..{total}, run {self.run_dir}")
+                 f"{self.generator.tokens.size:,} tokens, steps {self.step}..{total}, run {self.run_dir}{where}")
         try:
             while self.step < total:
                 step = self.step
@@ -236,8 +318,13 @@ class Trainer:
                 self._progress(step, total, result.last_loss,
                                window_steps * chars_per_step / max(time.perf_counter() - window_start, 1e-9))
                 out_of_time = bool(time_limit) and time.perf_counter() - start >= time_limit
-                ending = step >= total or out_of_time or self._stop_signal is not None
-                if cfg.log_every and (step % cfg.log_every == 0 or ending):
+                peer_stopped = False
+                if self.distribution and self.distribution.mode == "multi-worker" and step < total:
+                    # workers stop together, or the ones left would wait for the others forever
+                    local = out_of_time or self._stop_signal is not None
+                    peer_stopped = bool(self._agree_fn(tf.constant(local)).numpy()) and not local
+                ending = step >= total or out_of_time or self._stop_signal is not None or peer_stopped
+                if chief and cfg.log_every and (step % cfg.log_every == 0 or ending):
                     elapsed = time.perf_counter() - window_start
                     record = {"step": step, "loss": float(np.mean(window_losses)),
                               "learning_rate": float(lrs.numpy()[-1]),
@@ -252,7 +339,7 @@ class Trainer:
                     self._report(record, writer)
                     result.history.append(record)
                     window_losses, window_start, window_steps = [], time.perf_counter(), 0
-                if cfg.sample_every and step % cfg.sample_every == 0:
+                if chief and cfg.sample_every and step % cfg.sample_every == 0:
                     texts = self._samples()
                     self.log("=" * 80 + "\n" + "\n".join(texts) + "\n" + "=" * 80)
                     with writer.as_default(step=step):
@@ -268,10 +355,16 @@ class Trainer:
                     self.log(f"interrupted (signal {self._stop_signal}) at step {step}; saved, "
                              f"continue with --resume")
                     break
+                if peer_stopped:
+                    result.stopped = "interrupted"
+                    self.log(f"another worker stopped at step {step}; saved, continue with --resume")
+                    break
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             writer.close()
+            if self._scratch:
+                shutil.rmtree(self._scratch, ignore_errors=True)
         result.step = self.step
         result.seconds = time.perf_counter() - start
         return result
@@ -317,11 +410,17 @@ def _load_corpus(spec):
 
 
 def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, preset: str = "ud730",
-          text: str | None = None, log=_log, threads: int | None = None, **overrides) -> TrainResult:
+          text: str | None = None, log=_log, threads: int | None = None, distribute: str | None = None,
+          replicas: int | None = None, **overrides) -> TrainResult:
     """Train a model (the ``train`` command).  ``overrides`` are ModelConfig/TrainConfig fields.
 
     ``text`` trains on a string directly; otherwise ``corpus`` is a file path or dataset name.
+    ``distribute`` is ``"mirrored"`` (``replicas`` devices) or ``"multi-worker"`` (``TF_CONFIG``);
+    see :mod:`charlm.distribute`.
     """
+    from .distribute import setup as setup_distribution
+    from .runtime import auto_threads, set_threads
+
     steps, time_limit = overrides.pop("steps", None), overrides.pop("time_limit", None)
     if resume:
         if checkpoint_dir is None:
@@ -345,14 +444,23 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
             train_cfg.time_limit = time_limit
         train_cfg.validate()
         run_dir = Path(checkpoint_dir)
+        # threads and devices are fixed before TensorFlow runs its first op
+        set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
+        distribution = setup_distribution(distribute, replicas)
         corpus_text = text if text is not None else _load_corpus(train_cfg.corpus)
     else:
         model_cfg, train_cfg = build_configs(preset, steps=steps, time_limit=time_limit,
                                              corpus=corpus, **overrides)
+        set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
+        distribution = setup_distribution(distribute, replicas)
+        if distribution and distribution.mode == "multi-worker" and checkpoint_dir is None:
+            raise CharlmError("--distribute multi-worker needs --checkpoint-dir (the same folder for "
+                              "every worker; the chief writes it)")
         run_dir = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_run_dir(preset, model_cfg.kind)
-        if run_dir.exists() and not run_dir.is_dir():
+        chief = distribution is None or distribution.is_chief
+        if chief and run_dir.exists() and not run_dir.is_dir():
             raise CharlmError(f"--checkpoint-dir {run_dir} is a file, not a directory")
-        if run_dir.is_dir() and any(run_dir.iterdir()):
+        if chief and run_dir.is_dir() and any(run_dir.iterdir()):
             what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
             raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
                               f"or choose another --checkpoint-dir (nothing was changed)")
@@ -362,9 +470,16 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
                 train_cfg.corpus = str(Path(train_cfg.corpus).resolve())
         else:
             corpus_text = text
-    from .runtime import auto_threads, set_threads
-
-    set_threads(auto_threads(model_cfg.hidden) if threads is None else threads)
-    trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
-                      extra_info={"preset": preset})
-    return trainer.run()
+    info = {"preset": preset}
+    if distribution:
+        info.update(distribute=distribution.mode, replicas=distribution.replicas)
+    try:
+        trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
+                          extra_info=info, distribution=distribution)
+        return trainer.run()
+    except tf.errors.OpError as e:
+        if distribution is None:
+            raise
+        raise CharlmError(f"--distribute {distribution.mode}: training stopped in a collective step "
+                          f"({type(e).__name__}): a worker died or cannot be reached; the last "
+                          f"checkpoint is kept, start every worker again with --resume")
