@@ -328,7 +328,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     record = {"step": step, "loss": float(np.mean(window_losses)),
                               "learning_rate": float(lrs.numpy()[-1]),
-                              "minibatch_perplexity": float(np.exp(np.minimum(losses[-1], 700.0))),
+                              "minibatch_perplexity": math.exp(min(float(losses[-1]), 700.0)),
                               "grad_norm": float(norms.numpy()[-1]),
                               "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9)}
                     score = self._validate()
@@ -381,17 +381,16 @@ class Trainer:
 
     def _report(self, record: dict, writer):
         ckpt.append_metrics(self.run_dir, record)
+        scalars = {"train/loss": record["loss"], "train/minibatch_perplexity": record["minibatch_perplexity"],
+                   "train/bits_per_char": record["loss"] / math.log(2) / self.tokenizer.chars_per_token,
+                   "train/learning_rate": record["learning_rate"], "train/grad_norm": record["grad_norm"],
+                   "train/chars_per_sec": record["chars_per_sec"]}
+        if "valid_perplexity" in record:
+            scalars.update({"valid/perplexity": record["valid_perplexity"], "valid/bits_per_char": record["valid_bpc"]})
         with writer.as_default(step=record["step"]):
-            tf.summary.scalar("train/loss", record["loss"])
-            tf.summary.scalar("train/minibatch_perplexity", record["minibatch_perplexity"])
-            tf.summary.scalar("train/bits_per_char",
-                              record["loss"] / math.log(2) / self.tokenizer.chars_per_token)
-            tf.summary.scalar("train/learning_rate", record["learning_rate"])
-            tf.summary.scalar("train/grad_norm", record["grad_norm"])
-            tf.summary.scalar("train/chars_per_sec", record["chars_per_sec"])
-            if "valid_perplexity" in record:
-                tf.summary.scalar("valid/perplexity", record["valid_perplexity"])
-                tf.summary.scalar("valid/bits_per_char", record["valid_bpc"])
+            for name, value in scalars.items():
+                # a diverging run's perplexity can pass what a summary holds (float32): show it as inf
+                tf.summary.scalar(name, float(value) if abs(value) < 3e38 else math.copysign(math.inf, value))
         valid = (f"  valid ppl {record['valid_perplexity']:.2f}" if "valid_perplexity" in record else "")
         if self.show_progress:
             sys.stderr.write("\r\033[K")

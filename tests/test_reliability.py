@@ -99,6 +99,19 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(corpus, tmp_path):
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
 
 
+def test_diverging_run_with_huge_perplexities_reports_them(corpus, tmp_path):
+    """Adam at rate 10 blows the loss up to finite but huge values: perplexity overflows to inf."""
+    run = tmp_path / "run"
+    proc = cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 100, *TINY[:6],
+               "--optimizer", "adam", "--learning-rate", "10", "--log-every", "50", "--sample-every", "0")
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr[-2000:]
+    if proc.returncode == 0:       # finished: every record was logged, infinite perplexity included
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records] == [50, 100]
+    else:                          # or the loss itself went non-finite: one clear line
+        assert proc.stderr.strip().splitlines()[-1].startswith("Error:")
+
+
 def test_corrupt_and_missing_checkpoints(corpus, tmp_path):
     run = tmp_path / "run"
     assert cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 20, *TINY).returncode == 0
