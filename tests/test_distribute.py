@@ -7,9 +7,11 @@ devices and a cluster can only be set before TensorFlow starts.
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -99,9 +101,7 @@ def free_ports(n):
     return ports
 
 
-def test_two_workers_on_loopback_train_like_one(data, single, tmp_path):
-    root, corpus, held = data
-    run = root / "multi"
+def start_workers(corpus, run, tmp_path, *extra):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = []
     for index in range(2):
@@ -109,8 +109,12 @@ def test_two_workers_on_loopback_train_like_one(data, single, tmp_path):
                "CHARLM_COLLECTIVE_TIMEOUT": "60", "TMPDIR": str(tmp_path)}
         procs.append(subprocess.Popen(
             [sys.executable, str(ROOT / "cli.py"), "train", "--corpus", str(corpus), "--checkpoint-dir",
-             str(run), *RUN, "--distribute", "multi-worker"],
+             str(run), *RUN, "--distribute", "multi-worker", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    return procs
+
+
+def finish(procs):
     outputs = []
     try:
         for proc in procs:
@@ -121,6 +125,33 @@ def test_two_workers_on_loopback_train_like_one(data, single, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+    return outputs
+
+
+def test_a_signal_to_one_worker_stops_both_at_the_same_step(data, tmp_path):
+    root, corpus, _ = data
+    run = root / "multi-stopped"
+    procs = start_workers(corpus, run, tmp_path, "--steps", "1000000", "--checkpoint-every", "0")
+    deadline = time.monotonic() + BOUND
+    while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip()):
+        assert time.monotonic() < deadline and procs[0].poll() is None, "the chief logged nothing"
+        time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = finish(procs)
+    for code, out, err in outputs:
+        assert code == 0, err[-3000:]
+    chief, worker = (json.loads(out.strip().splitlines()[-1]) for _, out, _ in outputs)
+    assert chief["stopped"] == worker["stopped"] == "interrupted"
+    assert chief["step"] == worker["step"] < 1000000
+    assert "another worker stopped" in outputs[0][2]
+    assert (run / "ckpt" / f"ckpt-{chief['step']}.index").exists()
+
+
+def test_two_workers_on_loopback_train_like_one(data, single, tmp_path):
+    root, corpus, held = data
+    run = root / "multi"
+    procs = start_workers(corpus, run, tmp_path)
+    outputs = finish(procs)
     for code, out, err in outputs:
         assert code == 0, err[-3000:]
     chief, worker = (json.loads(out.strip().splitlines()[-1]) for _, out, _ in outputs)
