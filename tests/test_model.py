@@ -49,8 +49,10 @@ def test_single_matmul_step_equals_four_matmul_cell():
 
 
 @pytest.mark.parametrize("embedding,layers", [(0, 1), (0, 2), (5, 1), (5, 3)])
-@pytest.mark.parametrize("static", [True, False])   # Python-unrolled and while-loop paths
-def test_unroll_matches_numpy_forward(embedding, layers, static):
+# Python-unrolled, plain while-loop, and (None with the unroll limit below the length) hand-BPTT loops
+@pytest.mark.parametrize("static", [True, False, None])
+def test_unroll_matches_numpy_forward(embedding, layers, static, monkeypatch):
+    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", 4)
     steps = 9
     model = make_model(embedding=embedding, layers=layers)
     rng = np.random.default_rng(1)
@@ -79,7 +81,9 @@ def test_step_with_input_table_matches_unroll(embedding, layers):
 
 
 @pytest.mark.parametrize("embedding,layers,dropout", [(0, 1, 0.0), (4, 2, 0.0), (4, 2, 0.3), (0, 1, 0.3)])
-def test_gradients_match_finite_differences(embedding, layers, dropout):
+@pytest.mark.parametrize("limit", [20, 2])      # the Python-unrolled window, and the hand-BPTT loops
+def test_gradients_match_finite_differences(embedding, layers, dropout, limit, monkeypatch):
+    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", limit)
     model = make_model(embedding=embedding, layers=layers, hidden=5, tokens=6, dropout=dropout)
     tokens = tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2)))
     seed = tf.constant([7, 11], tf.int64) if dropout else None
