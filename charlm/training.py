@@ -140,7 +140,6 @@ class Trainer:
 
     # -- the compiled block of steps ---------------------------------------------------------------
     def _one_step(self, batch):
-        cfg = self.cfg
         state = [(h.read_value(), c.read_value()) for h, c in self.carried]
         seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else None
         with tf.GradientTape() as tape:
@@ -149,6 +148,11 @@ class Trainer:
                 labels=batch[1:], logits=logits))
         # embedding lookups give sparse gradients; the optimizers and clipping want dense ones
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
+        return (loss, *self._update(grads, new_state))
+
+    def _update(self, grads, new_state):
+        """Clip, step the optimizer and carry the state over: ``(gradient norm, learning rate)``."""
+        cfg = self.cfg
         gnorm = tf.linalg.global_norm(grads)
         if cfg.clip > 0:
             grads, _ = tf.clip_by_global_norm(grads, cfg.clip, use_norm=gnorm)
@@ -157,19 +161,23 @@ class Trainer:
         for (hv, cv), (h, c) in zip(self.carried, new_state):
             hv.assign(h)
             cv.assign(c)
-        return loss, gnorm, lr
+        return gnorm, lr
 
-    def _train_block(self, batches):
+    def _steps(self, batches, step_fn):
+        """``step_fn`` over a block of batches: per-step losses, gradient norms, learning rates."""
         n = tf.shape(batches)[0]
         losses = tf.TensorArray(tf.float32, size=n)
         norms = tf.TensorArray(tf.float32, size=n)
         lrs = tf.TensorArray(tf.float32, size=n)
         for k in tf.range(n):
-            loss, gnorm, lr = self._one_step(batches[k])
+            loss, gnorm, lr = step_fn(batches[k])
             losses = losses.write(k, loss)
             norms = norms.write(k, gnorm)
             lrs = lrs.write(k, lr)
         return losses.stack(), norms.stack(), lrs.stack()
+
+    def _train_block(self, batches):
+        return self._steps(batches, self._one_step)
 
     # -- the same block, data-parallel under a tf.distribute strategy ------------------------------
     def _replica_step(self, batch, seed):
@@ -194,33 +202,21 @@ class Trainer:
                 labels=local[1:], logits=logits)) / count
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
         loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads))
-        gathered = [ctx.all_gather(x, axis=0) for pair in new_state for x in pair]
+        gathered = [(ctx.all_gather(h, axis=0), ctx.all_gather(c, axis=0)) for h, c in new_state]
         return loss, grads, gathered
 
+    def _distributed_step(self, batch):
+        strategy = self.strategy
+        seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else tf.zeros([2], tf.int64)
+        results = strategy.run(self._replica_step, args=(batch, seed))
+        # every replica holds the same reduced values; the update runs once, in cross-replica
+        # context, and writes every copy of the mirrored variables
+        loss, grads, new_state = tf.nest.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0], results)
+        return (loss, *self._update(grads, new_state))
+
     def _train_block_distributed(self, batches):
-        strategy, cfg = self.strategy, self.cfg
-        n = tf.shape(batches)[0]
-        losses = tf.TensorArray(tf.float32, size=n)
-        norms = tf.TensorArray(tf.float32, size=n)
-        lrs = tf.TensorArray(tf.float32, size=n)
-        for k in tf.range(n):
-            seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else tf.zeros([2], tf.int64)
-            results = strategy.run(self._replica_step, args=(batches[k], seed))
-            # every replica holds the same reduced values; the update runs once, in cross-replica
-            # context, and writes every copy of the mirrored variables
-            loss, grads, gathered = tf.nest.map_structure(
-                lambda v: strategy.experimental_local_results(v)[0], results)
-            gnorm = tf.linalg.global_norm(grads)
-            if cfg.clip > 0:
-                grads, _ = tf.clip_by_global_norm(grads, cfg.clip, use_norm=gnorm)
-            lr = learning_rate(cfg, self.optimizer.step)
-            self.optimizer.apply(grads, self.variables, lr)
-            for variable, value in zip([v for pair in self.carried for v in pair], gathered):
-                variable.assign(value)
-            losses = losses.write(k, loss)
-            norms = norms.write(k, gnorm)
-            lrs = lrs.write(k, lr)
-        return losses.stack(), norms.stack(), lrs.stack()
+        return self._steps(batches, self._distributed_step)
 
     def _any_replica(self, flag):
         """True on every worker when any worker passes True (a stop must be agreed on)."""
@@ -442,16 +438,16 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         if time_limit is not None:
             train_cfg.time_limit = time_limit
         train_cfg.validate()
-        run_dir = Path(checkpoint_dir)
-        # threads and devices are fixed before TensorFlow runs its first op
-        set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
-        distribution = setup_distribution(distribute, replicas)
-        corpus_text = text if text is not None else _load_corpus(train_cfg.corpus)
     else:
         model_cfg, train_cfg = build_configs(preset, steps=steps, time_limit=time_limit,
                                              corpus=corpus, **overrides)
-        set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
-        distribution = setup_distribution(distribute, replicas)
+    # threads and devices are fixed before TensorFlow runs its first op
+    set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
+    distribution = setup_distribution(distribute, replicas)
+    if resume:
+        run_dir = Path(checkpoint_dir)
+        corpus_text = text if text is not None else _load_corpus(train_cfg.corpus)
+    else:
         if distribution and distribution.mode == "multi-worker" and checkpoint_dir is None:
             raise CharlmError("--distribute multi-worker needs --checkpoint-dir (the same folder for "
                               "every worker; the chief writes it)")
