@@ -12,12 +12,36 @@ import os
 LEGACY_XLA_FLAG = "--xla_cpu_use_thunk_runtime=false"
 
 
+def xla_cache_dir() -> str | None:
+    """Where compiled XLA programs are kept between runs (``CHARLM_XLA_CACHE``; ``off`` disables).
+
+    Compiling the ud730 training block takes ~4-5 s of every run on this CPU; with the cache a
+    second run with the same shapes loads it instead (measured: 100 steps, 16.96 s -> 11.11 s
+    whole process).  An entry is ~1.3 MB.  Default: ``$XDG_CACHE_HOME/charlm/xla``.
+    """
+    value = os.environ.get("CHARLM_XLA_CACHE")
+    if value is not None and value.strip().lower() in ("", "0", "off", "none", "no"):
+        return None
+    if value:
+        return value
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "charlm", "xla")
+
+
 def prepare_environment():
     """Environment for TensorFlow; call before importing it (the CLI does)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_use_thunk_runtime" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {LEGACY_XLA_FLAG}".strip()
+    tf_flags = os.environ.get("TF_XLA_FLAGS", "")
+    cache = xla_cache_dir()
+    if cache and "tf_xla_persistent_cache_directory" not in tf_flags:
+        try:
+            os.makedirs(cache, exist_ok=True)
+        except OSError:           # an unwritable cache only costs the compile time it would save
+            return
+        os.environ["TF_XLA_FLAGS"] = f"{tf_flags} --tf_xla_persistent_cache_directory={cache}".strip()
 
 
 def import_tensorflow_quietly():

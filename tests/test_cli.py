@@ -1,6 +1,7 @@
 """The commands a user runs, end to end: train, sample, eval (real training, real checkpoints)."""
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -148,3 +149,37 @@ def test_help_is_fast_and_imports_no_tensorflow():
            "except SystemExit: pass\nprint('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().endswith("False")
+
+
+def test_compiled_training_block_is_cached_between_runs(tmp_path, corpus_file):
+    """The second run with the same shapes loads the XLA program the first one compiled."""
+    cache = tmp_path / "xla"
+    env = {**os.environ, "CHARLM_XLA_CACHE": str(cache)}
+    results = []
+    for name in ("one", "two"):
+        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--corpus", str(corpus_file),
+                               "--checkpoint-dir", str(tmp_path / name), "--steps", "30", "--batch-size", "16",
+                               "--sample-every", "0", "--log-every", "10", "--seed", "4"],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        entries = sorted(p.name for p in cache.iterdir())
+        assert entries and all(e.startswith("xla_compile_cache") for e in entries)
+        if name == "one":
+            first_entries = entries
+    assert entries == first_entries                      # nothing new compiled the second time
+    assert results[0]["loss"] == results[1]["loss"]      # and the cached program computes the same
+
+
+def test_xla_cache_setting(monkeypatch, tmp_path):
+    from charlm.runtime import prepare_environment, xla_cache_dir
+
+    monkeypatch.setenv("CHARLM_XLA_CACHE", "off")
+    assert xla_cache_dir() is None
+    monkeypatch.delenv("CHARLM_XLA_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert xla_cache_dir() == str(tmp_path / "charlm" / "xla")
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_auto_jit=0")
+    prepare_environment()
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_auto_jit=0 --tf_xla_persistent_cache_directory={tmp_path / 'charlm' / 'xla'}"
+    assert (tmp_path / "charlm" / "xla").is_dir()
