@@ -197,6 +197,29 @@ def _recur(xw, h, c, w_h, static=None):
     return out.stack(), h, c
 
 
+def _cell_forward(z, c):
+    """One step from pre-activations ``z``: ``(h, c_new, (i, f, g, o, tanh c_new))``, kept for BPTT."""
+    zi, zf, zg, zo = tf.split(z, 4, axis=-1)
+    i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
+    c_new = f * c + i * g
+    tc = tf.tanh(c_new)
+    return o * tc, c_new, (i, f, g, o, tc)
+
+
+def _cell_backward(dh_t, d_c, c_prev, acts):
+    """One BPTT step: ``(dz, d_c for the previous step)`` from the step's saved activations."""
+    i, f, g, o, tc = acts
+    d_c = d_c + dh_t * o * (1.0 - tc * tc)
+    dz = tf.concat([d_c * g * i * (1.0 - i), d_c * c_prev * f * (1.0 - f),
+                    d_c * i * (1.0 - g * g), dh_t * tc * o * (1.0 - o)], axis=-1)
+    return dz, d_c * f
+
+
+def _weight_grad(h_prev, d_xw, hidden):
+    """The recurrent kernel's gradient over all steps as one ``[H, T*B] @ [T*B, 4H]`` matmul."""
+    return tf.matmul(tf.reshape(h_prev, [-1, hidden]), tf.reshape(d_xw, [-1, 4 * hidden]), transpose_a=True)
+
+
 @tf.custom_gradient
 def _recur_static(xw, h, c, w_h):
     """The time loop unrolled in Python, with a hand-derived BPTT backward pass.
@@ -208,14 +231,10 @@ def _recur_static(xw, h, c, w_h):
     steps = xw.shape[0]
     hs, cs, gates = [h], [c], []
     for t in range(steps):
-        z = xw[t] + tf.matmul(hs[-1], w_h)
-        zi, zf, zg, zo = tf.split(z, 4, axis=-1)
-        i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
-        c_new = f * cs[-1] + i * g
-        tc = tf.tanh(c_new)
-        hs.append(o * tc)
+        h_new, c_new, acts = _cell_forward(xw[t] + tf.matmul(hs[-1], w_h), cs[-1])
+        hs.append(h_new)
         cs.append(c_new)
-        gates.append((i, f, g, o, tc))
+        gates.append(acts)
     outputs = tf.stack(hs[1:])
 
     def grad(d_outputs, d_h, d_c):
@@ -224,19 +243,10 @@ def _recur_static(xw, h, c, w_h):
         w_t = tf.transpose(w_h)
         dzs = [None] * steps
         for t in reversed(range(steps)):
-            i, f, g, o, tc = gates[t]
-            dh_t = d_outputs[t] + d_h
-            d_c = d_c + dh_t * o * (1.0 - tc * tc)
-            dz = tf.concat([d_c * g * i * (1.0 - i), d_c * cs[t] * f * (1.0 - f),
-                            d_c * i * (1.0 - g * g), dh_t * tc * o * (1.0 - o)], axis=-1)
-            dzs[t] = dz
-            d_c = d_c * f
-            d_h = tf.matmul(dz, w_t)
+            dzs[t], d_c = _cell_backward(d_outputs[t] + d_h, d_c, cs[t], gates[t])
+            d_h = tf.matmul(dzs[t], w_t)
         d_xw = tf.stack(dzs)
-        hidden = tf.shape(h)[-1]
-        h_prev = tf.reshape(tf.stack(hs[:-1]), [-1, hidden])
-        d_w = tf.matmul(h_prev, tf.reshape(d_xw, [-1, 4 * hidden]), transpose_a=True)
-        return d_xw, d_h, d_c, d_w
+        return d_xw, d_h, d_c, _weight_grad(tf.stack(hs[:-1]), d_xw, tf.shape(h)[-1])
 
     return (outputs, hs[-1], cs[-1]), grad
 
@@ -252,12 +262,8 @@ def _recur_loop(xw, h, c, w_h):
     ta = lambda: tf.TensorArray(xw.dtype, size=n)  # noqa: E731
 
     def forward(t, h, c, hs, cs, acts):
-        z = xw[t] + tf.matmul(h, w_h)
-        zi, zf, zg, zo = tf.split(z, 4, axis=-1)
-        i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
-        c_new = f * c + i * g
-        tc = tf.tanh(c_new)
-        return t + 1, o * tc, c_new, hs.write(t, h), cs.write(t, c), acts.write(t, tf.concat([i, f, g, o, tc], -1))
+        h_new, c_new, saved = _cell_forward(xw[t] + tf.matmul(h, w_h), c)
+        return t + 1, h_new, c_new, hs.write(t, h), cs.write(t, c), acts.write(t, tf.concat(saved, -1))
 
     _, h_last, c_last, h_prev, c_prev, acts = tf.while_loop(
         lambda t, *_: t < n, forward, (0, h, c, ta(), ta(), ta()))
@@ -271,17 +277,11 @@ def _recur_loop(xw, h, c, w_h):
 
         def backward(k, d_h, d_c, dzs):
             t = n - 1 - k
-            i, f, g, o, tc = tf.split(acts[t], 5, axis=-1)
-            dh_t = d_outputs[t] + d_h
-            d_c = d_c + dh_t * o * (1.0 - tc * tc)
-            dz = tf.concat([d_c * g * i * (1.0 - i), d_c * c_prev[t] * f * (1.0 - f),
-                            d_c * i * (1.0 - g * g), dh_t * tc * o * (1.0 - o)], axis=-1)
-            return k + 1, tf.matmul(dz, w_t), d_c * f, dzs.write(t, dz)
+            dz, d_c = _cell_backward(d_outputs[t] + d_h, d_c, c_prev[t], tf.split(acts[t], 5, axis=-1))
+            return k + 1, tf.matmul(dz, w_t), d_c, dzs.write(t, dz)
 
         _, d_h0, d_c0, dzs = tf.while_loop(lambda k, *_: k < n, backward, (0, d_h, d_c, ta()))
         d_xw = dzs.stack()
-        hidden = tf.shape(h)[-1]
-        d_w = tf.matmul(tf.reshape(h_prev, [-1, hidden]), tf.reshape(d_xw, [-1, 4 * hidden]), transpose_a=True)
-        return d_xw, d_h0, d_c0, d_w
+        return d_xw, d_h0, d_c0, _weight_grad(h_prev, d_xw, tf.shape(h)[-1])
 
     return (outputs, h_last, c_last), grad
