@@ -29,8 +29,15 @@ def xla_cache_dir() -> str | None:
 
 
 def prepare_environment():
-    """Environment for TensorFlow; call before importing it (the CLI does)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Environment for TensorFlow; call before importing it (the CLI does).
+
+    TensorFlow's C++ log is kept to FATAL (``TF_CPP_MIN_LOG_LEVEL=3``; set it yourself to see
+    more): loading a cached XLA program logs several screen-wide ERROR lines on every warm run
+    (a text-format parse attempt, and ``+prefer-no-gather`` tuning flags read as missing CPU
+    features) although the program loads and computes the same.  Real failures still reach the
+    user, as exceptions that charlm turns into one ``Error:`` line.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_use_thunk_runtime" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {LEGACY_XLA_FLAG}".strip()

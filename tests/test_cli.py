@@ -1,5 +1,6 @@
 """The commands a user runs, end to end: train, sample, eval (real training, real checkpoints)."""
 import json
+import re
 import math
 import os
 import subprocess
@@ -154,7 +155,8 @@ def test_help_is_fast_and_imports_no_tensorflow():
 def test_compiled_training_block_is_cached_between_runs(tmp_path, corpus_file):
     """The second run with the same shapes loads the XLA program the first one compiled."""
     cache = tmp_path / "xla"
-    env = {**os.environ, "CHARLM_XLA_CACHE": str(cache)}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["CHARLM_XLA_CACHE"] = str(cache)
     results = []
     for name in ("one", "two"):
         proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--corpus", str(corpus_file),
@@ -163,6 +165,8 @@ def test_compiled_training_block_is_cached_between_runs(tmp_path, corpus_file):
                               capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        # loading the cached program must not spill TensorFlow's C++ log onto the user's screen
+        assert not re.search(r"^[EWF]\d{4} ", proc.stderr, re.M), proc.stderr[-2000:]
         entries = sorted(p.name for p in cache.iterdir())
         assert entries and all(e.startswith("xla_compile_cache") for e in entries)
         if name == "one":
