@@ -29,9 +29,9 @@ class Sampler:
     def __init__(self, model, tokenizer: Tokenizer):
         self.model = model
         self.tokenizer = tokenizer
-        self._prime_fn = tf.function(self._read_prime, reduce_retracing=True)
+        self._prime_fn = tf.function(self._read_prime, reduce_retracing=True, autograph=False)
         self._loop_fn = tf.function(functools.partial(sample_loop, model), jit_compile=True,
-                                    reduce_retracing=True)
+                                    reduce_retracing=True, autograph=False)
 
     def _read_prime(self, tokens, state):
         logits, state = self.model.unroll(tokens, state)

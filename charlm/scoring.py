@@ -57,7 +57,8 @@ class Scorer:
         self.model = model
         self.tokenizer = tokenizer
         self.chunk = chunk_tokens
-        self._chunk_fn = tf.function(self._score_chunk, jit_compile=True, reduce_retracing=True)
+        self._chunk_fn = tf.function(self._score_chunk, jit_compile=True, reduce_retracing=True,
+                                     autograph=False)
 
     def _score_chunk(self, tokens, n, state, prev_logits):
         """Nats of ``tokens[:n]`` (padded to a fixed length) given the logits before them."""

@@ -129,11 +129,13 @@ class Trainer:
             ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info)
         self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096)
         self.sampler = Sampler(self.model, self.tokenizer)
+        # autograph=False: every loop in these functions is an explicit tf.while_loop or a Python
+        # loop over known sizes, and converting the source cost ~1 s of each run's first call
         if self.strategy is None:
             self._train_fn = tf.function(self._train_block, jit_compile=use_xla(model_cfg, train_cfg),
-                                         reduce_retracing=True)
+                                         reduce_retracing=True, autograph=False)
         else:
-            self._train_fn = tf.function(self._train_block_distributed, reduce_retracing=True)
+            self._train_fn = tf.function(self._train_block_distributed, reduce_retracing=True, autograph=False)
             self._agree_fn = tf.function(self._any_replica)
         self._stop_signal = None
         self.show_progress = log is _log and sys.stderr.isatty()
@@ -166,15 +168,13 @@ class Trainer:
     def _steps(self, batches, step_fn):
         """``step_fn`` over a block of batches: per-step losses, gradient norms, learning rates."""
         n = tf.shape(batches)[0]
-        losses = tf.TensorArray(tf.float32, size=n)
-        norms = tf.TensorArray(tf.float32, size=n)
-        lrs = tf.TensorArray(tf.float32, size=n)
-        for k in tf.range(n):
-            loss, gnorm, lr = step_fn(batches[k])
-            losses = losses.write(k, loss)
-            norms = norms.write(k, gnorm)
-            lrs = lrs.write(k, lr)
-        return losses.stack(), norms.stack(), lrs.stack()
+        arrays = tuple(tf.TensorArray(tf.float32, size=n) for _ in range(3))
+
+        def body(k, arrays):
+            return k + 1, tuple(a.write(k, x) for a, x in zip(arrays, step_fn(batches[k])))
+
+        _, arrays = tf.while_loop(lambda k, _: k < n, body, (0, arrays))
+        return tuple(a.stack() for a in arrays)
 
     def _train_block(self, batches):
         return self._steps(batches, self._one_step)
