@@ -14,6 +14,12 @@ What the notebook does, and so what this does:
     every step feeds 11 one-hot arrays through feed_dict and fetches the predictions.
   * The first 1000 characters validate, the rest train.  Validation and sampling use a separate
     batch-1 graph, one session.run per character.
+  * Variables are TF1 reference variables, as in the notebook's day.  That has a side effect on
+    the gradient: the first cell of each window reads the carried output and state straight from
+    their variables, and the backward pass reads them again *after* the assigns that carry the
+    new state over, so the recurrent and forget-gate gradients of the first time step use the
+    window's last output and state instead of its first.  ``--resource-variables`` gives exact
+    gradients (they then match finite differences and charlm's to float precision).
 
 Subcommands (each prints progress on stderr and ONE JSON line on stdout):
     python benchmarks/notebook_peer.py train --steps 7001          # the notebook's full run
@@ -133,29 +139,34 @@ def random_distribution():
 class NotebookGraph:
     """Training graph (batch 64, 10 unrollings) and batch-1 sampling graph sharing the weights."""
 
-    def __init__(self, seed=None, batch_size=BATCH_SIZE, num_unrollings=NUM_UNROLLINGS, nodes=NUM_NODES):
+    def __init__(self, seed=None, batch_size=BATCH_SIZE, num_unrollings=NUM_UNROLLINGS, nodes=NUM_NODES,
+                 initial=None):
         self.graph = tf.Graph()
         with self.graph.as_default():
             if seed is not None:
                 tf.set_random_seed(seed)
-            self._build(batch_size, num_unrollings, nodes)
+            self._build(batch_size, num_unrollings, nodes, initial)
 
-    def _build(self, batch_size, num_unrollings, nodes):
+    def _build(self, batch_size, num_unrollings, nodes, initial=None):
         V = VOCABULARY_SIZE
 
-        def gate_params():
+        def weights(shape, name):
+            if initial is not None:         # given starting weights (--init-from-charlm)
+                return tf.Variable(initial[name].astype(np.float32))
             # truncated_normal(shape, -0.1, 0.1): the notebook passes mean=-0.1, stddev=0.1.
-            return (tf.Variable(tf.truncated_normal([V, nodes], -0.1, 0.1)),
-                    tf.Variable(tf.truncated_normal([nodes, nodes], -0.1, 0.1)),
+            return tf.Variable(tf.truncated_normal(shape, -0.1, 0.1))
+
+        def gate_params(gate):
+            return (weights([V, nodes], gate + "x"), weights([nodes, nodes], gate + "m"),
                     tf.Variable(tf.zeros([1, nodes])))
 
-        ix, im, ib = gate_params()      # input gate
-        fx, fm, fb = gate_params()      # forget gate
-        cx, cm, cb = gate_params()      # memory cell (update)
-        ox, om, ob = gate_params()      # output gate
+        ix, im, ib = gate_params("i")   # input gate
+        fx, fm, fb = gate_params("f")   # forget gate
+        cx, cm, cb = gate_params("c")   # memory cell (update)
+        ox, om, ob = gate_params("o")   # output gate
         saved_output = tf.Variable(tf.zeros([batch_size, nodes]), trainable=False)
         saved_state = tf.Variable(tf.zeros([batch_size, nodes]), trainable=False)
-        w = tf.Variable(tf.truncated_normal([nodes, V], -0.1, 0.1))
+        w = weights([nodes, V], "w")
         b = tf.Variable(tf.zeros([V]))
 
         def lstm_cell(x, prev_output, prev_state):
@@ -243,6 +254,26 @@ class NotebookGraph:
         return sentence
 
 
+def charlm_initial(seed, nodes=NUM_NODES):
+    """charlm's starting weights for ``--preset ud730 --seed SEED``, cut into the notebook's gates.
+
+    charlm draws its single kernel ``[27 + nodes, 4 * nodes]`` (columns: input, forget, update,
+    output gate; rows: the one-hot input, then the previous output) and then its classifier from
+    one numpy generator; text8's vocabulary is in the notebook's order (space, a-z).
+    """
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from charlm.model import _initial
+
+    rng = np.random.default_rng(seed)
+    kernel = _initial(rng, (VOCABULARY_SIZE + nodes, 4 * nodes), "notebook")
+    out_w = _initial(rng, (nodes, VOCABULARY_SIZE), "notebook")
+    weights = {"w": out_w}
+    for k, gate in enumerate("ifco"):
+        block = kernel[:, k * nodes:(k + 1) * nodes]
+        weights[gate + "x"], weights[gate + "m"] = block[:VOCABULARY_SIZE], block[VOCABULARY_SIZE:]
+    return weights
+
+
 # ----------------------------------------------------------------------------- subcommands
 def seed_everything(seed):
     random.seed(seed)
@@ -257,7 +288,10 @@ def cmd_train(args):
     valid_text, train_text = text[:VALID_SIZE], text[VALID_SIZE:]
     log(f"train {len(train_text):,} characters, validate {len(valid_text):,}")
     seed_everything(args.seed)
-    model = NotebookGraph(seed=args.seed)
+    if args.resource_variables:
+        tf.enable_resource_variables()
+    initial = None if args.init_from_charlm is None else charlm_initial(args.init_from_charlm)
+    model = NotebookGraph(seed=args.seed, initial=initial)
     train_batches = BatchGenerator(train_text, BATCH_SIZE, NUM_UNROLLINGS)
 
     step_seconds = report_seconds = 0.0
@@ -296,7 +330,8 @@ def cmd_train(args):
             valid_ppl = model.valid_perplexity(sess, valid_text)
             log(f"Validation set perplexity after step {last_step}: {valid_ppl:.2f}")
 
-    emit({"peer": "notebook", "steps": args.steps,
+    emit({"peer": "notebook", "steps": args.steps, "resource_variables": args.resource_variables,
+          "init_from_charlm": args.init_from_charlm,
           "train_seconds": round(train_seconds, 4),
           "steps_per_sec": round(args.steps / train_seconds, 2),
           "chars_per_sec": round(args.steps * BATCH_SIZE * NUM_UNROLLINGS / train_seconds, 1),
@@ -376,6 +411,10 @@ def main(argv=None):
     t.add_argument("--final-valid", action=argparse.BooleanOptionalAction, default=True,
                    help="validate after the last step if it was not a validation step (not timed)")
     t.add_argument("--limit", type=int, default=None, help="read only the corpus' first CHARS characters")
+    t.add_argument("--resource-variables", action="store_true",
+                   help="resource variables: exact gradients, without the notebook's stale first-step reads")
+    t.add_argument("--init-from-charlm", type=int, default=None, metavar="SEED",
+                   help="start from the weights `charlm train --preset ud730 --seed SEED` starts from")
     t.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0: default)")
 
     def warm_up_flags(s):
