@@ -257,17 +257,18 @@ class NotebookGraph:
 def charlm_initial(seed, nodes=NUM_NODES):
     """charlm's starting weights for ``--preset ud730 --seed SEED``, cut into the notebook's gates.
 
-    charlm draws its single kernel ``[27 + nodes, 4 * nodes]`` (columns: input, forget, update,
-    output gate; rows: the one-hot input, then the previous output) and then its classifier from
-    one numpy generator; text8's vocabulary is in the notebook's order (space, a-z).
+    charlm's single kernel is ``[27 + nodes, 4 * nodes]``: columns input, forget, update, output
+    gate; rows the one-hot input, then the previous output.  text8's vocabulary is in the
+    notebook's order (space, a-z).
     """
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from charlm.model import _initial
+    from charlm.config import build_configs
+    from charlm.model import initial_weights
 
-    rng = np.random.default_rng(seed)
-    kernel = _initial(rng, (VOCABULARY_SIZE + nodes, 4 * nodes), "notebook")
-    out_w = _initial(rng, (nodes, VOCABULARY_SIZE), "notebook")
-    weights = {"w": out_w}
+    config, _ = build_configs("ud730", hidden=nodes)
+    start = initial_weights(config, VOCABULARY_SIZE, seed)
+    kernel = start["kernels"][0]
+    weights = {"w": start["out_w"]}
     for k, gate in enumerate("ifco"):
         block = kernel[:, k * nodes:(k + 1) * nodes]
         weights[gate + "x"], weights[gate + "m"] = block[:VOCABULARY_SIZE], block[VOCABULARY_SIZE:]

@@ -47,15 +47,35 @@ def lstm_gates(z, c):
     return tf.sigmoid(o) * tf.tanh(c), c
 
 
+def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict:
+    """The starting weights of ``CharLM(config, num_tokens, seed)`` as numpy arrays (float64).
+
+    ``embedding`` (or None), ``kernels`` (one ``[in + H, 4H]`` per layer) and ``out_w``, drawn in
+    that order from one generator; the biases start at zero.  The notebook benchmark starts its
+    graph from these too.
+    """
+    rng = np.random.default_rng(seed)
+    h = config.hidden
+    embedding = None
+    size = num_tokens
+    if config.embedding_size:
+        embedding = rng.uniform(-1.0, 1.0, size=(num_tokens, config.embedding_size))
+        size = config.embedding_size
+    kernels = []
+    for _ in range(config.layers):
+        kernels.append(_initial(rng, (size + h, 4 * h), config.init))
+        size = h
+    return {"embedding": embedding, "kernels": kernels, "out_w": _initial(rng, (h, num_tokens), config.init)}
+
+
 class LSTMCell(tf.Module):
     """One LSTM layer whose four gates come from a single matmul."""
 
-    def __init__(self, input_size: int, hidden: int, rng, init: str, dtype=tf.float32, name=None):
+    def __init__(self, input_size: int, hidden: int, kernel: np.ndarray, dtype=tf.float32, name=None):
         super().__init__(name=name)
         self.input_size = input_size
         self.hidden = hidden
-        self.kernel = tf.Variable(_initial(rng, (input_size + hidden, 4 * hidden), init),
-                                  dtype=dtype, name="kernel")
+        self.kernel = tf.Variable(kernel, dtype=dtype, name="kernel")
         self.bias = tf.Variable(tf.zeros([4 * hidden], dtype=dtype), name="bias")
 
     @property
@@ -79,21 +99,19 @@ class CharLM(tf.Module):
         self.config = config
         self.num_tokens = num_tokens
         self.dtype = dtype
-        rng = np.random.default_rng(seed)
+        start = initial_weights(config, num_tokens, seed)
         h = config.hidden
         if config.embedding_size:
-            self.embedding = tf.Variable(
-                rng.uniform(-1.0, 1.0, size=(num_tokens, config.embedding_size)),
-                dtype=dtype, name="embedding")
+            self.embedding = tf.Variable(start["embedding"], dtype=dtype, name="embedding")
             size = config.embedding_size
         else:
             self.embedding = None
             size = num_tokens
         self.cells = []
-        for layer in range(config.layers):
-            self.cells.append(LSTMCell(size, h, rng, config.init, dtype, name=f"lstm_{layer}"))
+        for layer, kernel in enumerate(start["kernels"]):
+            self.cells.append(LSTMCell(size, h, kernel, dtype, name=f"lstm_{layer}"))
             size = h
-        self.out_w = tf.Variable(_initial(rng, (h, num_tokens), config.init), dtype=dtype, name="out_w")
+        self.out_w = tf.Variable(start["out_w"], dtype=dtype, name="out_w")
         self.out_b = tf.Variable(tf.zeros([num_tokens], dtype=dtype), name="out_b")
 
     # -- state ---------------------------------------------------------------------------------
