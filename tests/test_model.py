@@ -80,27 +80,23 @@ def test_step_with_input_table_matches_unroll(embedding, layers):
         np.testing.assert_allclose(logits.numpy(), want[t], atol=1e-10)
 
 
-@pytest.mark.parametrize("embedding,layers,dropout", [(0, 1, 0.0), (4, 2, 0.0), (4, 2, 0.3), (0, 1, 0.3)])
-@pytest.mark.parametrize("limit", [20, 2])      # the Python-unrolled window, and the hand-BPTT loops
-def test_gradients_match_finite_differences(embedding, layers, dropout, limit, monkeypatch):
-    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", limit)
-    model = make_model(embedding=embedding, layers=layers, hidden=5, tokens=6, dropout=dropout)
-    tokens = tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2)))
-    seed = tf.constant([7, 11], tf.int64) if dropout else None
-    variables = model.trainable_variables
-
+def _loss_and_grads(model, tokens, seed=None):
     def loss_fn():
-        logits, _ = model.unroll(tokens[:-1], model.zero_state(2), seed)
+        logits, _ = model.unroll(tokens[:-1], model.zero_state(tokens.shape[1]), seed)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens[1:], logits=logits))
 
     with tf.GradientTape() as tape:
         loss = loss_fn()
-    grads = tape.gradient(loss, variables)
+    grads = tape.gradient(loss, model.trainable_variables)
+    return loss_fn, [tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+def _check_finite_differences(model, tokens, seed=None):
+    loss_fn, grads = _loss_and_grads(model, tokens, seed)
     rng = np.random.default_rng(5)
     eps = 1e-6
     checked = 0
-    for var, grad in zip(variables, grads):
-        grad = tf.convert_to_tensor(grad).numpy()
+    for var, grad in zip(model.trainable_variables, grads):
         flat = var.numpy().ravel()
         for idx in rng.choice(flat.size, size=min(6, flat.size), replace=False):
             orig = flat[idx]
@@ -115,6 +111,56 @@ def test_gradients_match_finite_differences(embedding, layers, dropout, limit, m
             assert grad.ravel()[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (var.name, idx)
             checked += 1
     assert checked >= 6 * 3
+
+
+@pytest.mark.parametrize("embedding,layers,dropout", [(0, 1, 0.0), (4, 2, 0.0), (4, 2, 0.3), (0, 1, 0.3)])
+@pytest.mark.parametrize("limit", [20, 2])      # the Python-unrolled window, and the hand-BPTT loops
+def test_gradients_match_finite_differences(embedding, layers, dropout, limit, monkeypatch):
+    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", limit)
+    model = make_model(embedding=embedding, layers=layers, hidden=5, tokens=6, dropout=dropout)
+    tokens = tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2)))
+    _check_finite_differences(model, tokens, tf.constant([7, 11], tf.int64) if dropout else None)
+
+
+@pytest.mark.parametrize("embedding", [0, 4])
+def test_gather_gradient_of_large_tables_matches_finite_differences(embedding, monkeypatch):
+    """Tables above ONE_HOT_GRAD_ROWS take tf.gather's own (scatter-add) gradient."""
+    monkeypatch.setattr("charlm.model.ONE_HOT_GRAD_ROWS", 0)
+    model = make_model(embedding=embedding, hidden=5, tokens=6)
+    _check_finite_differences(model, tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2))))
+
+
+@pytest.mark.parametrize("embedding,layers", [(0, 1), (4, 2)])
+def test_fused_float32_backward_matches_float64(embedding, layers, monkeypatch):
+    """In float32 the hand-BPTT loops take TensorFlow's fused LSTMBlockCellGrad op (float64 has no
+    such kernel and takes the plain formulas checked above); both give the same gradients."""
+    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", 2)
+    tokens = tf.constant(np.random.default_rng(8).integers(0, 6, size=(9, 3)))
+    m64 = make_model(embedding=embedding, layers=layers, hidden=6, tokens=6)
+    m32 = make_model(embedding=embedding, layers=layers, hidden=6, tokens=6, dtype=tf.float32)
+    for v32, v64 in zip(m32.trainable_variables, m64.trainable_variables):
+        v32.assign(tf.cast(v64, tf.float32))
+    _, g64 = _loss_and_grads(m64, tokens)
+    _, g32 = _loss_and_grads(m32, tokens)
+    for a, b in zip(g32, g64):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    ops = set()
+
+    @tf.function(autograph=False)
+    def grads32():
+        with tf.GradientTape() as tape:
+            logits, _ = m32.unroll(tokens[:-1], m32.zero_state(3))
+            loss = tf.reduce_sum(logits)
+        return tape.gradient(loss, m32.trainable_variables)
+
+    def collect(graph_def):
+        for node in graph_def.node:
+            ops.add(node.op)
+        for fn in graph_def.library.function:
+            ops.update(node.op for node in fn.node_def)
+
+    collect(grads32.get_concrete_function().graph.as_graph_def())
+    assert "LSTMBlockCellGrad" in ops
 
 
 def test_dropout_only_in_training_and_seeded():
