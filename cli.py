@@ -225,5 +225,30 @@ def datasets_download(name, data_dir, mirror):
     click.echo(str(download(name, data_dir=data_dir, mirror=mirror)))
 
 
+def run():
+    """Run the command, then leave without TensorFlow's interpreter teardown.
+
+    Once TensorFlow is loaded, a normal interpreter exit spends ~0.9 s tearing it down (measured
+    here: 0.84-0.96 s against 0.03 s with ``os._exit``), after the command has finished.  By then
+    everything charlm writes is closed (checkpoints are written synchronously, the TensorBoard
+    writer is closed, exports are complete), so only the standard streams need flushing.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -3,6 +3,7 @@
 
     python benchmarks/compare.py train      # ud730 preset, 3000 steps: charlm vs the notebook graph
     python benchmarks/compare.py large      # 512 units x 50 unrollings, Adam, 60 steps: vs stock Keras
+    python benchmarks/compare.py large --repeat 5   # five back-to-back pairs and their median ratio
     python benchmarks/compare.py rates      # sampling / evaluation chars/s vs the notebook's loop
     python benchmarks/compare.py all
 
@@ -13,6 +14,8 @@ exclude start-up and compilation.  The corpus: --corpus, $CHARLM_BENCH_CORPUS, o
 import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,10 +29,20 @@ from common import ROOT, find_corpus  # noqa: E402
 PY = sys.executable
 
 
+CPU_SECONDS = {}     # command kind -> CPU seconds (user + system) of its last run
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(cmd):
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - t0
+    CPU_SECONDS["last"] = _children_cpu() - cpu0
     if proc.returncode:
         sys.exit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr[-2000:]}")
     last = [l for l in proc.stdout.splitlines() if l.startswith("{")]
@@ -59,14 +72,21 @@ def bench_train(corpus, steps=3000):
     line(f"train ud730 {steps} steps (whole process, no validation)", ours, peer)
 
 
-def bench_large(corpus, steps=60):
+def bench_large(corpus, steps=60, repeat=1):
+    """``repeat`` back-to-back pairs (charlm, then Keras), each pair's ratio, then the median."""
     flags = ["--hidden", 512, "--embedding-size", 64, "--batch-size", 64, "--unrollings", 50,
              "--optimizer", "adam", "--learning-rate", 0.002, "--steps", steps]
-    with tempfile.TemporaryDirectory() as d:
-        ours, _ = run([PY, "cli.py", "train", "--corpus", corpus, *flags, "--valid-size", 0, "--sample-every", 0,
-                       "--checkpoint-dir", Path(d) / "run", "--log-every", steps])
-    peer, _ = run([PY, str(HERE / "keras_peer.py"), "--corpus", corpus, *flags, "--clip", 1.25])
-    line(f"train 512x50 Adam {steps} steps (whole process)", ours, peer)
+    ratios = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as d:
+            ours, _ = run([PY, "cli.py", "train", "--corpus", corpus, *flags, "--valid-size", 0,
+                           "--sample-every", 0, "--checkpoint-dir", Path(d) / "run", "--log-every", steps])
+        ours_cpu = CPU_SECONDS["last"]
+        peer, _ = run([PY, str(HERE / "keras_peer.py"), "--corpus", corpus, *flags, "--clip", 1.25])
+        ratios.append(line(f"train 512x50 Adam {steps} steps (whole process)", ours, peer))
+        line("  the same, CPU time (user + system)", ours_cpu, CPU_SECONDS["last"])
+    if repeat > 1:
+        print(f"median of {repeat} whole-process ratios: {statistics.median(ratios):.2f}x", flush=True)
 
 
 def bench_rates(corpus):
@@ -84,13 +104,14 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=["train", "large", "rates", "all"])
     p.add_argument("--corpus")
+    p.add_argument("--repeat", type=int, default=1, help="pairs of runs for 'large' (default 1)")
     a = p.parse_args()
     corpus = str(find_corpus(a.corpus))
     print(f"corpus {corpus}; {os.cpu_count()} CPUs", flush=True)
     if a.what in ("train", "all"):
         bench_train(corpus)
     if a.what in ("large", "all"):
-        bench_large(corpus)
+        bench_large(corpus, repeat=a.repeat)
     if a.what in ("rates", "all"):
         bench_rates(corpus)
 

@@ -187,3 +187,26 @@ def test_xla_cache_setting(monkeypatch, tmp_path):
     prepare_environment()
     assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_auto_jit=0 --tf_xla_persistent_cache_directory={tmp_path / 'charlm' / 'xla'}"
     assert (tmp_path / "charlm" / "xla").is_dir()
+
+
+def test_command_line_exit_leaves_every_file_complete(tmp_path, corpus_file):
+    """cli.py skips TensorFlow's interpreter teardown (os._exit) once a command is done: the
+    checkpoint, the TensorBoard events and stdout must all be complete by then, and exit codes kept."""
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--corpus", str(corpus_file),
+                           "--checkpoint-dir", str(run), "--steps", "12", "--batch-size", "8",
+                           "--sample-every", "0", "--log-every", "12", "--hidden", "16"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 12
+    import tensorflow as tf
+
+    steps = set()
+    for path in (run / "logs").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps.update(event.step for v in event.summary.value if v.tag == "train/loss")
+    assert 12 in steps         # one report: fewer events than the writer queues before it flushes
+    assert tf.train.latest_checkpoint(str(run / "ckpt")).endswith("ckpt-12")
+    usage = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--hidden", "0"],
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2
