@@ -47,9 +47,8 @@ def _initial(rng: np.random.Generator, shape, init: str) -> np.ndarray:
 
 def lstm_gates(z, c):
     """The LSTM update from pre-activations ``z = [i | f | g | o]``: new ``(h, c)``."""
-    i, f, g, o = tf.split(z, 4, axis=-1)
-    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-    return tf.sigmoid(o) * tf.tanh(c), c
+    h, c, _ = _cell_forward(to_block_order(z), c)
+    return h, c
 
 
 def to_block_order(w):
