@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from . import kernels
 from .config import ModelConfig
 
 # Training windows at most this long are unrolled in Python inside a tf.function (what XLA compiles
@@ -354,14 +355,17 @@ def _recur_loop(xw, h, c, w_h):
 
     The loop bodies are traced once whatever the window length, so a long window costs no more to
     build than a short one.  Each step's activations go to their own TensorArray (no concat and
-    split per step), and in float32/float16 each backward step's gate gradients are one fused
-    ``LSTMBlockCellGrad`` op instead of ~20 small ones.
+    split per step).  In float32 on a CPU each forward step's activations are one op of charlm's
+    own (:mod:`charlm.kernels`; plain ops when it is unavailable), and in float32/float16 each
+    backward step's gate gradients are TensorFlow's fused ``LSTMBlockCellGrad`` op instead of ~20
+    small ones.
     """
     n = tf.shape(xw)[0]
     arrays = lambda k: tuple(tf.TensorArray(xw.dtype, size=n) for _ in range(k))  # noqa: E731
+    cell_forward = (xw.dtype == tf.float32 and kernels.cell_forward()) or _cell_forward
 
     def forward(t, h, c, saved):
-        h_new, c_new, acts = _cell_forward(xw[t] + tf.matmul(h, w_h), c)
+        h_new, c_new, acts = cell_forward(xw[t] + tf.matmul(h, w_h), c)
         return t + 1, h_new, c_new, tuple(a.write(t, v) for a, v in zip(saved, (h, c) + acts))
 
     _, h_last, c_last, saved = tf.while_loop(lambda t, *_: t < n, forward, (0, h, c, arrays(7)))
