@@ -61,8 +61,9 @@ def main():
 @click.option("--embedding-size", type=NON_NEGATIVE, default=None, help="Input embedding width (0: one-hot).")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout on non-recurrent connections, in [0, 1).")
-@click.option("--init", type=click.Choice(["notebook", "uniform"]), default=None,
-              help="Weight initialisation: the notebook's truncated normal or uniform +-0.08.")
+@click.option("--init", type=click.Choice(["notebook", "uniform", "orthogonal"]), default=None,
+              help="Weight initialisation: the notebook's truncated normal (mean -0.1), uniform +-0.08, "
+                   "or Glorot-uniform with orthogonal recurrent weights (the ud730 preset's).")
 @click.option("--batch-size", type=POSITIVE, default=None)
 @click.option("--unrollings", type=POSITIVE, default=None, help="Tokens per truncated-BPTT window.")
 @click.option("--steps", type=POSITIVE, default=None, help="Total training steps of the run.")

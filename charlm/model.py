@@ -34,7 +34,9 @@ from .config import ModelConfig
 STATIC_UNROLL_LIMIT = 20
 
 
-def _initial(rng: np.random.Generator, shape, init: str) -> np.ndarray:
+def _initial(rng: np.random.Generator, shape, init: str, recurrent_rows: int = 0) -> np.ndarray:
+    """Starting values of one weight matrix.  For an LSTM kernel ``[in + H, 4H]``,
+    ``recurrent_rows`` is H: the "orthogonal" scheme treats those rows apart."""
     if init == "notebook":
         # ud730 writes tf.truncated_normal(shape, -0.1, 0.1): mean -0.1, sd 0.1, cut at 2 sd.
         values = rng.normal(-0.1, 0.1, size=shape)
@@ -43,6 +45,17 @@ def _initial(rng: np.random.Generator, shape, init: str) -> np.ndarray:
             values[bad] = rng.normal(-0.1, 0.1, size=int(bad.sum()))
             bad = np.abs(values + 0.1) > 0.2
         return values
+    if init == "orthogonal":
+        # Keras' LSTM defaults: Glorot-uniform input (and output) weights; the recurrent rows
+        # [H, 4H] orthonormal (the transposed Q of a Gaussian [4H, H], signs fixed by R's diagonal).
+        rows, cols = shape
+        fan_in = rows - recurrent_rows
+        limit = np.sqrt(6.0 / (fan_in + cols))
+        values = rng.uniform(-limit, limit, size=(fan_in, cols))
+        if not recurrent_rows:
+            return values
+        q, r = np.linalg.qr(rng.normal(size=(cols, recurrent_rows)))
+        return np.concatenate([values, (q * np.sign(np.diag(r))).T], axis=0)
     return rng.uniform(-0.08, 0.08, size=shape)
 
 
@@ -77,7 +90,7 @@ def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict
         size = config.embedding_size
     kernels = []
     for _ in range(config.layers):
-        kernels.append(_initial(rng, (size + h, 4 * h), config.init))
+        kernels.append(_initial(rng, (size + h, 4 * h), config.init, recurrent_rows=h))
         size = h
     return {"embedding": embedding, "kernels": kernels, "out_w": _initial(rng, (h, num_tokens), config.init)}
 

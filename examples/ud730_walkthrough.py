@@ -30,7 +30,8 @@ def main():
     out = Path(args.out or tempfile.mkdtemp(prefix="ud730-"))
     quiet = dict(log=lambda line: None, sample_every=0)
 
-    # Problem 1: the notebook's model exactly (64 nodes, SGD 10.0, clip 1.25, batch 64 x 10).
+    # Problem 1: the notebook's model and schedule (64 nodes, SGD 10.0, clip 1.25, batch 64 x 10),
+    # started from Glorot/orthogonal weights (init="notebook" for the notebook's own draw).
     char = charlm.train(corpus=args.corpus, checkpoint_dir=out / "char", preset="ud730",
                         steps=args.steps, **quiet)
     # Problem 2: bigrams (27**2 = 729 tokens for text8), an embedding lookup and dropout.

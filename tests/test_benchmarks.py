@@ -73,11 +73,26 @@ def test_notebook_reference_variables_give_a_different_gradient(corpus):
     assert abs(notebook - exact) > 1e-5, (notebook, exact)
 
 
-@pytest.mark.parametrize("script", ["notebook_peer.py", "keras_peer.py", "compare.py"])
+@pytest.mark.parametrize("script", ["notebook_peer.py", "keras_peer.py", "compare.py", "quality.py"])
 def test_benchmarks_say_how_to_get_a_missing_corpus(script, tmp_path):
     env = dict(os.environ, CHARLM_BENCH_CORPUS=str(tmp_path / "absent.txt.gz"))
-    args = ["train"] if script != "keras_peer.py" else []
+    args = ["train"] if script in ("notebook_peer.py", "compare.py") else []
     proc = run_script(script, *args, env=env)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "absent.txt.gz" in lines[0] and "text8.zip" in lines[0], proc.stderr
+
+
+def test_quality_script_trains_scores_and_pairs_each_seed(corpus):
+    """Two inits x two seeds of a short ud730 run: per-run validation and held-out perplexities,
+    means per init and the paired difference, all from real training and scoring."""
+    proc = run_script("quality.py", "--corpus", corpus, "--seeds", "1-2", "--init", "orthogonal", "notebook",
+                      "--steps", 30, "--heldout", 20_000, "--jobs", 2)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = [l for l in proc.stdout.splitlines() if "held-out ppl" in l]
+    assert len(runs) == 4
+    values = [float(l.split()[-1]) for l in runs]
+    # 30 steps learn something of 27 symbols, but are far from good
+    assert all(3.0 < v < 27.0 for v in values), values
+    assert len(set(values)) == 4          # different seeds and inits, different models
+    assert "orthogonal minus notebook, paired over 2 seeds" in proc.stdout

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charlm.config import ModelConfig
+from charlm.config import ModelConfig, build_configs
 from charlm.scoring import Scorer
 from charlm.model import CharLM
 from charlm.sampling import Sampler
@@ -33,6 +33,27 @@ def test_notebook_init_is_truncated_normal_around_minus_0_1():
     w = CharLM(ModelConfig(hidden=64, init="notebook"), 27).cells[0].kernel.numpy()
     assert w.min() >= -0.3 - 1e-6 and w.max() <= 0.1 + 1e-6
     assert abs(w.mean() + 0.1) < 0.01 and 0.07 < w.std() < 0.1
+
+
+def test_orthogonal_init_has_orthonormal_recurrent_rows_and_glorot_limits():
+    """The ud730 preset's start: recurrent rows [H, 4H] with orthonormal rows, Glorot-uniform
+    input rows (limit sqrt(6 / (fan_in + 4H))) and output weights, for one-hot and embedding input."""
+    for embedding, layers in ((0, 1), (16, 2)):
+        cfg = ModelConfig(hidden=32, layers=layers, embedding_size=embedding, init="orthogonal")
+        model = CharLM(cfg, 27)
+        for cell in model.cells:
+            r = cell.recurrent_kernel.numpy().astype(np.float64)
+            assert r.shape == (32, 128)
+            np.testing.assert_allclose(r @ r.T, np.eye(32), atol=1e-5)
+            x = cell.input_kernel.numpy()
+            limit = np.sqrt(6.0 / (cell.input_size + 128))
+            assert np.abs(x).max() <= limit and np.abs(x).max() > 0.9 * limit
+            assert abs(x.mean()) < 0.1 * limit
+        out = model.out_w.numpy()
+        assert np.abs(out).max() <= np.sqrt(6.0 / (32 + 27))
+    assert build_configs("ud730")[0].init == "orthogonal"
+    # --init still picks the notebook's own draw
+    assert build_configs("ud730", init="notebook")[0].init == "notebook"
 
 
 def test_single_matmul_step_equals_four_matmul_cell():

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Quality of the ud730 preset over many seeds, for one or more initialisations.
+
+    python benchmarks/quality.py --seeds 1-20 --init orthogonal notebook --jobs 2
+
+For each initialisation and seed: `cli.py train --preset ud730 --init I --seed S` (validation
+perplexity on the first 1000 characters after 7001 steps, the issue's figure), then `cli.py eval`
+of that checkpoint on the corpus's last --heldout characters (1M by default: a thousand times
+more text than the validation split, so far less noise between seeds).  Prints one line per run,
+then each initialisation's means and, paired by seed, its difference from the first one given.
+
+The ud730 preset trains on everything after the first 1000 characters, so the held-out slice is
+not unseen: each of the 64 cursors reads 70,010 characters (7001 steps x 10) of its 1/64 of the
+text once.  It is the same for every initialisation, so the paired comparison stays fair.
+The corpus: --corpus, $CHARLM_BENCH_CORPUS, or ../shared/data/text8-first10M.txt.gz.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import ROOT, find_corpus, read_corpus  # noqa: E402
+
+
+def seed_list(text: str) -> list[int]:
+    """"1-5,9" -> [1, 2, 3, 4, 5, 9]."""
+    seeds = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        seeds.extend(range(int(first), int(last or first) + 1))
+    return seeds
+
+
+def last_json(cmd) -> dict:
+    proc = subprocess.run([sys.executable, *map(str, cmd)], capture_output=True, text=True, cwd=ROOT)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode or not lines:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def one_run(corpus, heldout, workdir, init, seed, steps):
+    run_dir = Path(workdir) / f"{init}-{seed}"
+    train = last_json(["cli.py", "train", "--corpus", corpus, "--preset", "ud730", "--init", init,
+                       "--seed", seed, "--steps", steps, "--sample-every", 0, "--checkpoint-dir", run_dir])
+    score = last_json(["cli.py", "eval", "--checkpoint", run_dir, "--text-file", heldout, "--json"])
+    row = {"init": init, "seed": seed, "valid": train["valid_perplexity"], "heldout": score["perplexity"]}
+    print(f"{init:<12} seed {seed:>3}  valid ppl {row['valid']:.4f}  held-out ppl {row['heldout']:.4f}",
+          flush=True)
+    return row
+
+
+def summarise(rows, inits):
+    by = {init: {r["seed"]: r for r in rows if r["init"] == init} for init in inits}
+    print()
+    for init in inits:
+        valid = [r["valid"] for r in by[init].values()]
+        held = [r["heldout"] for r in by[init].values()]
+        spread = f" (sd {statistics.stdev(valid):.4f})" if len(valid) > 1 else ""
+        print(f"{init:<12} {len(valid)} seeds: valid mean {statistics.mean(valid):.4f}{spread}, "
+              f"held-out mean {statistics.mean(held):.4f}")
+    base = inits[0]
+    for init in inits[1:]:
+        seeds = sorted(set(by[base]) & set(by[init]))
+        dv = [by[base][s]["valid"] - by[init][s]["valid"] for s in seeds]
+        dh = [by[base][s]["heldout"] - by[init][s]["heldout"] for s in seeds]
+        se = (f" (standard error {statistics.stdev(dh) / len(dh) ** 0.5:.4f})" if len(dh) > 1 else "")
+        print(f"{base} minus {init}, paired over {len(seeds)} seeds: valid {statistics.mean(dv):+.4f}, "
+              f"held-out {statistics.mean(dh):+.4f}{se}; {base} lower on held-out text in "
+              f"{sum(d < 0 for d in dh)} of {len(dh)}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus")
+    p.add_argument("--seeds", default="1-5", help="e.g. 1-20 or 1,3,5 (default 1-5)")
+    p.add_argument("--init", nargs="+", default=["orthogonal", "notebook"],
+                   choices=["orthogonal", "notebook", "uniform"])
+    p.add_argument("--steps", type=int, default=7001)
+    p.add_argument("--heldout", type=int, default=1_000_000, help="last characters scored (default 1M)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once (the ud730 model uses one thread)")
+    a = p.parse_args()
+    corpus = find_corpus(a.corpus)
+    text = read_corpus(corpus)
+    if len(text) < 2 * a.heldout:
+        sys.exit(f"the corpus has {len(text):,} characters; --heldout {a.heldout:,} needs at least twice that")
+    print(f"corpus {corpus}; held-out: its last {a.heldout:,} characters", flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        heldout = Path(workdir) / "heldout.txt"
+        heldout.write_text(text[-a.heldout:])
+        del text
+        jobs = [(init, seed) for seed in seed_list(a.seeds) for init in a.init]
+        with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+            rows = list(pool.map(lambda job: one_run(corpus, heldout, workdir, *job, a.steps), jobs))
+    summarise(rows, a.init)
+
+
+if __name__ == "__main__":
+    main()
