@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from charlm.config import PRESETS
+from charlm.config import INITS, PRESETS
 from charlm.errors import CharlmError
 
 POSITIVE = click.IntRange(min=1)
@@ -61,7 +61,7 @@ def main():
 @click.option("--embedding-size", type=NON_NEGATIVE, default=None, help="Input embedding width (0: one-hot).")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout on non-recurrent connections, in [0, 1).")
-@click.option("--init", type=click.Choice(["notebook", "uniform", "orthogonal"]), default=None,
+@click.option("--init", type=click.Choice(INITS), default=None,
               help="Weight initialisation: the notebook's truncated normal (mean -0.1), uniform +-0.08, "
                    "or Glorot-uniform with orthogonal recurrent weights (the ud730 preset's).")
 @click.option("--batch-size", type=POSITIVE, default=None)

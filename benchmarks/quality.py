@@ -27,6 +27,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import ROOT, find_corpus, read_corpus  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from charlm.config import INITS  # noqa: E402  (no TensorFlow import)
+
 
 def seed_list(text: str) -> list[int]:
     """"1-5,9" -> [1, 2, 3, 4, 5, 9]."""
@@ -79,13 +82,15 @@ def summarise(rows, inits):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus")
-    p.add_argument("--seeds", default="1-5", help="e.g. 1-20 or 1,3,5 (default 1-5)")
+    p.add_argument("--seeds", type=seed_list, default="1-5", help="e.g. 1-20 or 1,3,5 (default 1-5)")
     p.add_argument("--init", nargs="+", default=["orthogonal", "notebook"],
-                   choices=["orthogonal", "notebook", "uniform"])
+                   choices=INITS)
     p.add_argument("--steps", type=int, default=7001)
     p.add_argument("--heldout", type=int, default=1_000_000, help="last characters scored (default 1M)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (the ud730 model uses one thread)")
     a = p.parse_args()
+    if a.heldout < 1 or a.steps < 1:
+        p.error("--heldout and --steps must be positive")
     corpus = find_corpus(a.corpus)
     text = read_corpus(corpus)
     if len(text) < 2 * a.heldout:
@@ -95,7 +100,7 @@ def main():
         heldout = Path(workdir) / "heldout.txt"
         heldout.write_text(text[-a.heldout:])
         del text
-        jobs = [(init, seed) for seed in seed_list(a.seeds) for init in a.init]
+        jobs = [(init, seed) for seed in a.seeds for init in a.init]
         with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
             rows = list(pool.map(lambda job: one_run(corpus, heldout, workdir, *job, a.steps), jobs))
     summarise(rows, a.init)

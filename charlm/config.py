@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from .errors import CharlmError
 
 
+# Weight initialisations: "notebook", ud730's truncated normal (mean -0.1, sd 0.1); "uniform",
+# +-0.08; "orthogonal", Glorot-uniform input and output weights with orthogonal recurrent rows
+# (Keras' LSTM defaults).
+INITS = ("notebook", "uniform", "orthogonal")
+
+
 @dataclass
 class ModelConfig:
     kind: str = "char"            # "char" or "bigram" (see charlm.vocab)
@@ -19,9 +25,7 @@ class ModelConfig:
     layers: int = 1
     embedding_size: int = 0       # 0: one-hot input (the notebook's char model)
     dropout: float = 0.0          # on non-recurrent connections only (Zaremba et al. 2014)
-    # "notebook": truncated normal, mean -0.1, sd 0.1; "uniform": +-0.08; "orthogonal": Glorot-uniform
-    # input and output weights, orthogonal recurrent weights (Keras' LSTM defaults)
-    init: str = "notebook"
+    init: str = "notebook"        # one of INITS
 
     def validate(self):
         _check(self.kind in ("char", "bigram"), f"--model must be char or bigram, not {self.kind!r}")
@@ -32,7 +36,7 @@ class ModelConfig:
         _check(self.kind == "char" or self.embedding_size > 0,
                "bigram models read an embedding: give --embedding-size > 0")
         _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1) (got {self.dropout})")
-        _check(self.init in ("notebook", "uniform", "orthogonal"), f"unknown init {self.init!r}")
+        _check(self.init in INITS, f"unknown init {self.init!r}")
         return self
 
 

@@ -395,9 +395,9 @@ def _recur_loop(xw, h, c, w_h):
             t = n - 1 - k
             acts = tuple(a.read(t) for a in saved[2:])
             dz, d_c = _cell_backward(d_outputs[t] + d_h, d_c, saved[1].read(t), acts, fused)
-            return k + 1, tf.matmul(dz, w_t), d_c, (dzs[0].write(t, dz),)
+            return k + 1, tf.matmul(dz, w_t), d_c, dzs.write(t, dz)
 
-        _, d_h0, d_c0, (dzs,) = tf.while_loop(lambda k, *_: k < n, backward, (0, d_h, d_c, arrays(1)))
+        _, d_h0, d_c0, dzs = tf.while_loop(lambda k, *_: k < n, backward, (0, d_h, d_c, arrays(1)[0]))
         d_xw = dzs.stack()
         return d_xw, d_h0, d_c0, _weight_grad(h_prev, d_xw, tf.shape(h)[-1])
 
