@@ -15,6 +15,7 @@ import sys
 import click
 
 from charlm.config import INITS, PRESETS
+from charlm.precision import PRECISIONS
 from charlm.errors import CharlmError
 
 POSITIVE = click.IntRange(min=1)
@@ -69,6 +70,10 @@ def main():
 @click.option("--steps", type=POSITIVE, default=None, help="Total training steps of the run.")
 @click.option("--time-limit", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds, save and report.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Matmul inputs in bfloat16 (weights, state and loss stay float32) or float32; "
+                   "auto (default): bfloat16 where the CPU has AMX/AVX512_BF16 or on a recent GPU, "
+                   "for models not compiled with XLA.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--decay-rate", type=click.FloatRange(0, 1, min_open=True), default=None,

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .errors import CharlmError
+from .precision import PRECISIONS
 
 
 # Weight initialisations: "notebook", ud730's truncated normal (mean -0.1, sd 0.1); "uniform",
@@ -59,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     steps_per_call: int = 0       # training steps per compiled call; 0 = automatic
     time_limit: float = 0.0       # seconds; 0 = none
+    precision: str = "auto"       # matmul dtype: auto, float32 or bfloat16 (charlm.precision)
 
     def validate(self):
         for name in ("batch_size", "unrollings", "steps", "decay_steps", "log_every"):
@@ -72,6 +74,8 @@ class TrainConfig:
         _check(0 < self.decay_rate <= 1, f"--decay-rate must be in (0, 1] (got {self.decay_rate})")
         _check(self.clip >= 0, f"--clip must not be negative (got {self.clip})")
         _check(self.time_limit >= 0, f"--time-limit must not be negative (got {self.time_limit})")
+        _check(self.precision in PRECISIONS,
+               f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         return self
 
 

@@ -43,13 +43,13 @@ class ExportedModel(tf.Module):
     def _read(self, tokens):
         """Feed tokens one by one from the zero state; return the logits after each ``[n+1, V]``."""
         model = self.model
-        table = model.input_table()
+        weights = model.step_weights()
         n = tf.size(tokens)
         history = tf.TensorArray(model.dtype, size=n + 1)
         history = history.write(0, model.out_b[None, :])
 
         def body(i, state, history):
-            logits, state = model.step(table, tokens[i][None], state)
+            logits, state = model.step(weights, tokens[i][None], state)
             return i + 1, state, history.write(i + 1, logits)
 
         _, state, history = tf.while_loop(lambda i, *_: i < n, body, (0, model.zero_state(1), history))
@@ -72,8 +72,7 @@ class ExportedModel(tf.Module):
             steps = length
         seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
         last = tf.reshape(logits[-1], [1, num])
-        out = sample_loop(self.model, last, state, steps, temperature, 0, seed, first_mask)
-        out = out[:, 0]
+        out = sample_loop(self.model, last, state, steps, temperature, 0, seed, first_mask)[0][:, 0]
         if self.pair:
             chars = tf.reshape(tf.stack([out // self.vocab_size, out % self.vocab_size], axis=1), [-1])
             chars = tf.cond(odd, lambda: chars[1:], lambda: chars)

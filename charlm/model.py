@@ -22,6 +22,8 @@ resumable.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -121,11 +123,15 @@ class LSTMCell(tf.Module):
 class CharLM(tf.Module):
     """Embedding or one-hot input, ``layers`` LSTM cells, a softmax over the tokens."""
 
-    def __init__(self, config: ModelConfig, num_tokens: int, seed: int = 0, dtype=tf.float32):
+    def __init__(self, config: ModelConfig, num_tokens: int, seed: int = 0, dtype=tf.float32,
+                 compute_dtype=None):
         super().__init__(name="charlm")
         self.config = config
         self.num_tokens = num_tokens
         self.dtype = dtype
+        # the matmuls' dtype in unroll (bfloat16: see charlm.precision); weights, states and
+        # logits keep ``dtype``
+        self.compute_dtype = compute_dtype or dtype
         start = initial_weights(config, num_tokens, seed)
         h = config.hidden
         if config.embedding_size:
@@ -177,7 +183,7 @@ class CharLM(tf.Module):
         if not dropping and _table_is_smaller(tokens, self.num_tokens):
             return _lookup(tf.matmul(self.embedding, w_x) + bias, tokens)
         e = self._dropout(tf.gather(self.embedding, tokens), seed, 0)
-        return _matmul_seq(e, w_x) + bias
+        return _matmul_seq(e, w_x, self.compute_dtype) + bias
 
     def unroll(self, tokens, state, seed=None, static=None):
         """Run the model over ``tokens`` ``[T, B]`` from ``state``.
@@ -196,36 +202,46 @@ class CharLM(tf.Module):
             if layer == 0:
                 xw = self.input_projection(tokens, seed, w_x, bias)
             else:
-                xw = _matmul_seq(self._dropout(outputs, seed, layer), w_x) + bias
+                xw = _matmul_seq(self._dropout(outputs, seed, layer), w_x, self.compute_dtype) + bias
             h, c = state[layer]
-            outputs, h, c = _recur(xw, h, c, w_h, static)
+            outputs, h, c = _recur(xw, h, c, w_h, static, self.compute_dtype)
             new_state.append((h, c))
         top = self._dropout(outputs, seed, len(self.cells))
-        return _matmul_seq(top, self.out_w) + self.out_b, new_state
+        return _matmul_seq(top, self.out_w, self.compute_dtype) + self.out_b, new_state
 
     # -- one step at a time (sampling) -------------------------------------------------------------
-    def input_table(self):
-        """Layer 0's ``x @ kernel[:in] + bias`` for every token: ``[num_tokens, 4H]``."""
-        cell = self.cells[0]
-        table = cell.input_kernel if self.embedding is None else tf.matmul(self.embedding, cell.input_kernel)
-        return table + cell.bias
+    def step_weights(self):
+        """What :meth:`step` reads, prepared once outside the loop that calls it.
 
-    def step(self, table, tokens, state):
-        """One inference step for tokens ``[B]``: ``(logits [B, V], new_state)``."""
+        Layer 0's input half becomes a lookup table ``[num_tokens, 4H]`` (bias folded in); every
+        kernel is split and put in block order here.  Slicing a kernel inside a compiled loop
+        instead made XLA fuse the slice into a one-row matmul it then computed with slow generic
+        code: one sequence at 512 units sampled at ~450 steps/s against ~15,000 this way.
+        """
+        layers = []
+        for cell in self.cells:
+            w_x, w_h = tf.split(to_block_order(cell.kernel), [cell.input_size, cell.hidden], axis=0)
+            layers.append((w_x, w_h, to_block_order(cell.bias)))
+        w_x, w_h, bias = layers[0]
+        table = (w_x if self.embedding is None else tf.matmul(self.embedding, w_x)) + bias
+        return {"table": table, "layers": layers, "out_w": tf.identity(self.out_w), "out_b": tf.identity(self.out_b)}
+
+    def step(self, weights, tokens, state):
+        """One inference step for tokens ``[B]`` with :meth:`step_weights`: ``(logits [B, V], new_state)``."""
         new_state = []
         x = None
-        for layer, cell in enumerate(self.cells):
+        for layer, (w_x, w_h, bias) in enumerate(weights["layers"]):
             h, c = state[layer]
-            xw = tf.gather(table, tokens) if layer == 0 else tf.matmul(x, cell.input_kernel) + cell.bias
-            x, c = lstm_gates(xw + tf.matmul(h, cell.recurrent_kernel), c)
+            xw = tf.gather(weights["table"], tokens) if layer == 0 else tf.matmul(x, w_x) + bias
+            x, c, _ = _cell_forward(xw + tf.matmul(h, w_h), c)
             new_state.append((x, c))
-        return tf.matmul(x, self.out_w) + self.out_b, new_state
+        return tf.matmul(x, weights["out_w"]) + weights["out_b"], new_state
 
 
-def _matmul_seq(x, w):
-    """``[T, B, K] @ [K, N]`` as one matmul."""
+def _matmul_seq(x, w, compute=None):
+    """``[T, B, K] @ [K, N]`` as one matmul (in ``compute``, returned in ``x``'s dtype)."""
     shape = tf.shape(x)
-    y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), w)
+    y = _matmul(tf.reshape(x, [-1, shape[-1]]), tf.cast(w, compute or w.dtype))
     return tf.reshape(y, tf.concat([shape[:-1], [tf.shape(w)[1]]], 0))
 
 
@@ -261,25 +277,40 @@ def _table_is_smaller(tokens, num_tokens: int) -> bool:
     return positions is not None and num_tokens <= positions
 
 
-def _recur(xw, h, c, w_h, static=None):
-    """The recurrent half of one layer over all steps (gates in block order): ``(outputs [T, B, H], h, c)``."""
+def _recur(xw, h, c, w_h, static=None, compute=None):
+    """The recurrent half of one layer over all steps (gates in block order): ``(outputs [T, B, H], h, c)``.
+
+    ``compute`` is the dtype of the recurrent matmuls (default: ``xw``'s); everything else keeps
+    ``xw``'s dtype.
+    """
+    compute = compute or xw.dtype
     steps = xw.shape[0]
     if static is None and steps is not None and steps <= STATIC_UNROLL_LIMIT:
         static = True
     if static is None:
         # long windows: the same hand-derived backward pass, as loops that trace once
-        return _recur_loop(xw, h, c, w_h)
+        if xw.dtype == tf.float32 and kernels.lstm_steps() is not None:
+            return _recur_steps(compute)(xw, h, c, w_h)
+        return _recur_loop(compute)(xw, h, c, w_h)
+    w_h = tf.cast(w_h, compute)
     if static:
         return _recur_static(xw, h, c, w_h)
     n = tf.shape(xw)[0]
     out = tf.TensorArray(xw.dtype, size=n)
 
     def body(t, h, c, out):
-        h, c, _ = _cell_forward(xw[t] + tf.matmul(h, w_h), c)
+        h, c, _ = _cell_forward(xw[t] + _matmul(h, w_h), c)
         return t + 1, h, c, out.write(t, h)
 
     _, h, c, out = tf.while_loop(lambda t, *_: t < n, body, (0, h, c, out))
     return out.stack(), h, c
+
+
+def _matmul(a, b, **kwargs):
+    """``a @ b`` in ``b``'s dtype (bfloat16 weights make a bfloat16 product), returned in ``a``'s."""
+    if a.dtype == b.dtype:
+        return tf.matmul(a, b, **kwargs)
+    return tf.cast(tf.matmul(tf.cast(a, b.dtype), b, **kwargs), a.dtype)
 
 
 # TensorFlow's fused LSTMBlockCellGrad kernel exists for these (CPU and GPU), not for float64.
@@ -325,9 +356,10 @@ def _cell_backward(dh_t, d_c, c_prev, acts, fused=None):
     return dz, d_c * f
 
 
-def _weight_grad(h_prev, d_xw, hidden):
-    """The recurrent kernel's gradient over all steps as one ``[H, T*B] @ [T*B, 4H]`` matmul."""
-    return tf.matmul(tf.reshape(h_prev, [-1, hidden]), tf.reshape(d_xw, [-1, 4 * hidden]), transpose_a=True)
+def _weight_grad(h_prev, d_xw, hidden, dtype):
+    """The recurrent kernel's gradient over all steps as one ``[H, T*B] @ [T*B, 4H]`` matmul in ``dtype``."""
+    return tf.matmul(tf.cast(tf.reshape(h_prev, [-1, hidden]), dtype),
+                     tf.cast(tf.reshape(d_xw, [-1, 4 * hidden]), dtype), transpose_a=True)
 
 
 @tf.custom_gradient
@@ -337,12 +369,13 @@ def _recur_static(xw, h, c, w_h):
     Autodiff of the unrolled loop builds one small weight-gradient matmul per step plus much
     bookkeeping; here the backward pass keeps only the ``dz_t @ W_h^T`` chain in the loop and
     computes the recurrent weight gradient as one ``[H, T*B] @ [T*B, 4H]`` matmul.  (XLA compiles
-    this path, so its backward stays in plain ops.)
+    this path, so its backward stays in plain ops.)  ``w_h`` may be bfloat16: the matmuls take
+    its dtype, the rest ``xw``'s.
     """
     steps = xw.shape[0]
     hs, cs, gates = [h], [c], []
     for t in range(steps):
-        h_new, c_new, acts = _cell_forward(xw[t] + tf.matmul(hs[-1], w_h), cs[-1])
+        h_new, c_new, acts = _cell_forward(xw[t] + _matmul(hs[-1], w_h), cs[-1])
         hs.append(h_new)
         cs.append(c_new)
         gates.append(acts)
@@ -355,50 +388,111 @@ def _recur_static(xw, h, c, w_h):
         dzs = [None] * steps
         for t in reversed(range(steps)):
             dzs[t], d_c = _cell_backward(d_outputs[t] + d_h, d_c, cs[t], gates[t])
-            d_h = tf.matmul(dzs[t], w_t)
+            d_h = _matmul(dzs[t], w_t)
         d_xw = tf.stack(dzs)
-        return d_xw, d_h, d_c, _weight_grad(tf.stack(hs[:-1]), d_xw, tf.shape(h)[-1])
+        return d_xw, d_h, d_c, _weight_grad(tf.stack(hs[:-1]), d_xw, tf.shape(h)[-1], w_h.dtype)
 
     return (outputs, hs[-1], cs[-1]), grad
 
 
-@tf.custom_gradient
-def _recur_loop(xw, h, c, w_h):
-    """``_recur_static``'s forward and hand-derived backward as symbolic while-loops.
+@functools.lru_cache(maxsize=None)
+def _recur_loop(compute):
+    """``_recur_static``'s forward and hand-derived backward as symbolic while-loops, with the
+    recurrent matmuls in ``compute`` (the fall-back of :func:`_recur_steps`: no kernel library,
+    a GPU, or float64).
 
     The loop bodies are traced once whatever the window length, so a long window costs no more to
     build than a short one.  Each step's activations go to their own TensorArray (no concat and
-    split per step).  In float32 on a CPU each forward step's activations are one op of charlm's
-    own (:mod:`charlm.kernels`; plain ops when it is unavailable), and in float32/float16 each
-    backward step's gate gradients are TensorFlow's fused ``LSTMBlockCellGrad`` op instead of ~20
-    small ones.
+    split per step), and in float32/float16 each backward step's gate gradients are TensorFlow's
+    fused ``LSTMBlockCellGrad`` op instead of ~20 small ones.
     """
-    n = tf.shape(xw)[0]
-    arrays = lambda k: tuple(tf.TensorArray(xw.dtype, size=n) for _ in range(k))  # noqa: E731
-    cell_forward = (xw.dtype == tf.float32 and kernels.cell_forward()) or _cell_forward
+    @tf.custom_gradient
+    def recur(xw, h, c, w_h):
+        n = tf.shape(xw)[0]
+        arrays = lambda k: tuple(tf.TensorArray(xw.dtype, size=n) for _ in range(k))  # noqa: E731
+        w_c = tf.cast(w_h, compute)
 
-    def forward(t, h, c, saved):
-        h_new, c_new, acts = cell_forward(xw[t] + tf.matmul(h, w_h), c)
-        return t + 1, h_new, c_new, tuple(a.write(t, v) for a, v in zip(saved, (h, c) + acts))
+        def forward(t, h, c, saved):
+            h_new, c_new, acts = _cell_forward(xw[t] + _matmul(h, w_c), c)
+            return t + 1, h_new, c_new, tuple(a.write(t, v) for a, v in zip(saved, (h, c) + acts))
 
-    _, h_last, c_last, saved = tf.while_loop(lambda t, *_: t < n, forward, (0, h, c, arrays(7)))
-    h_prev = saved[0].stack()
-    outputs = tf.concat([h_prev[1:], h_last[None]], 0)
+        _, h_last, c_last, saved = tf.while_loop(lambda t, *_: t < n, forward, (0, h, c, arrays(7)))
+        h_prev = saved[0].stack()
+        outputs = tf.concat([h_prev[1:], h_last[None]], 0)
 
-    def grad(d_outputs, d_h, d_c):
-        d_h = tf.zeros_like(h) if d_h is None else d_h
-        d_c = tf.zeros_like(c) if d_c is None else d_c
-        w_t = tf.transpose(w_h)
-        fused = _fused_grad_inputs(w_h) if xw.dtype in _FUSED_GRAD_DTYPES else None
+        def grad(d_outputs, d_h, d_c):
+            d_h = tf.zeros_like(h) if d_h is None else d_h
+            d_c = tf.zeros_like(c) if d_c is None else d_c
+            w_t = tf.transpose(w_c)
+            fused = _fused_grad_inputs(w_h) if xw.dtype in _FUSED_GRAD_DTYPES else None
 
-        def backward(k, d_h, d_c, dzs):
-            t = n - 1 - k
-            acts = tuple(a.read(t) for a in saved[2:])
-            dz, d_c = _cell_backward(d_outputs[t] + d_h, d_c, saved[1].read(t), acts, fused)
-            return k + 1, tf.matmul(dz, w_t), d_c, dzs.write(t, dz)
+            def backward(k, d_h, d_c, dzs):
+                t = n - 1 - k
+                acts = tuple(a.read(t) for a in saved[2:])
+                dz, d_c = _cell_backward(d_outputs[t] + d_h, d_c, saved[1].read(t), acts, fused)
+                return k + 1, _matmul(dz, w_t), d_c, dzs.write(t, dz)
 
-        _, d_h0, d_c0, dzs = tf.while_loop(lambda k, *_: k < n, backward, (0, d_h, d_c, arrays(1)[0]))
-        d_xw = dzs.stack()
-        return d_xw, d_h0, d_c0, _weight_grad(h_prev, d_xw, tf.shape(h)[-1])
+            _, d_h0, d_c0, dzs = tf.while_loop(lambda k, *_: k < n, backward, (0, d_h, d_c, arrays(1)[0]))
+            d_xw = dzs.stack()
+            d_w = _weight_grad(h_prev, d_xw, tf.shape(h)[-1], compute)
+            return d_xw, d_h0, d_c0, tf.cast(d_w, w_h.dtype)
 
-    return (outputs, h_last, c_last), grad
+        return (outputs, h_last, c_last), grad
+
+    return recur
+
+
+@functools.lru_cache(maxsize=None)
+def _recur_steps(compute):
+    """The long-window loops on charlm's own step kernels (:mod:`charlm.kernels`), float32 on a CPU.
+
+    Inside the loops everything is feature-major: a step's gates are ``[4H, B]`` (row blocks
+    ``[i | g | f | o]``) and the recurrent product is ``W_h^T [4H, H] @ h [H, B]``, which oneDNN
+    runs ~1.6x (float32) to ~4x (bfloat16 on AMX) faster per step here than ``h @ W_h``.  Each
+    step's elementwise half is one op forward and one backward; the matmuls run in ``compute``.
+    The window's input and output are transposed once at each end.
+    """
+    library = kernels.lstm_steps()
+
+    @tf.custom_gradient
+    def recur(xw, h, c, w_h):
+        n = tf.shape(xw)[0]
+        hidden = tf.shape(w_h)[0]
+        arrays = lambda dtype: tf.TensorArray(dtype, size=n)  # noqa: E731
+        xw_t = tf.transpose(xw, [0, 2, 1])
+        w_t = tf.cast(tf.transpose(w_h), compute)
+        h0 = tf.transpose(h)
+
+        def forward(t, h, h_low, c, saved, h_lows, hs):
+            h_new, h_new_low, c_new, acts = library.charlm_lstm_forward(xw_t[t], tf.matmul(w_t, h_low), c)
+            return t + 1, h_new, h_new_low, c_new, saved.write(t, acts), h_lows.write(t, h_low), hs.write(t, h_new)
+
+        _, h_last, _, c_last, saved, h_lows, hs = tf.while_loop(
+            lambda t, *_: t < n, forward,
+            (0, h0, tf.cast(h0, compute), tf.transpose(c), arrays(tf.float32), arrays(compute), arrays(tf.float32)))
+        outputs = tf.transpose(hs.stack(), [0, 2, 1])
+
+        def grad(d_outputs, d_h, d_c):
+            d_out = tf.transpose(d_outputs, [0, 2, 1])
+            if d_h is not None:       # the last step's h also reaches the carried state
+                d_out = tf.concat([d_out[:-1], d_out[-1:] + tf.transpose(d_h)[None]], 0)
+            d_c = tf.zeros_like(c_last) if d_c is None else tf.transpose(d_c)
+            w_c = tf.cast(w_h, compute)
+
+            def backward(k, d_hr, d_c, dzs, dz_lows):
+                t = n - 1 - k
+                dz, dz_low, d_c = library.charlm_lstm_backward(d_out[t], d_hr, d_c, saved.read(t))
+                return k + 1, tf.matmul(w_c, dz_low), d_c, dzs.write(t, dz), dz_lows.write(t, dz_low)
+
+            _, d_hr, d_c0, dzs, dz_lows = tf.while_loop(
+                lambda k, *_: k < n, backward,
+                (0, tf.zeros_like(tf.cast(h_last, compute)), d_c, arrays(tf.float32), arrays(compute)))
+            # [T, X, B] -> [X, T*B] for the weight gradient's one matmul
+            by_row = lambda a, rows: tf.reshape(tf.transpose(a.stack(), [1, 0, 2]), [rows, -1])  # noqa: E731
+            d_w = tf.matmul(by_row(h_lows, hidden), by_row(dz_lows, 4 * hidden), transpose_b=True)
+            return (tf.transpose(dzs.stack(), [0, 2, 1]), tf.transpose(tf.cast(d_hr, tf.float32)),
+                    tf.transpose(d_c0), tf.cast(d_w, w_h.dtype))
+
+        return (outputs, tf.transpose(h_last), tf.transpose(c_last)), grad
+
+    return recur

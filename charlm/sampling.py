@@ -24,6 +24,9 @@ import tensorflow as tf
 from .errors import CharlmError
 from .vocab import Tokenizer
 
+# Longest compiled sampling call; shorter texts take the next power of two (few distinct compiles).
+LOOP_STEPS = 4096
+
 
 class Sampler:
     def __init__(self, model, tokenizer: Tokenizer):
@@ -71,10 +74,21 @@ class Sampler:
             steps = -(-length // tok.chars_per_token)
         if seed is None:
             seed = int.from_bytes(os.urandom(7), "little")
-        out = self._loop_fn(logits, state, tf.constant(steps, tf.int32),
-                            tf.constant(float(temperature), logits.dtype),
-                            int(top_k), tf.constant(seed, tf.int64),
-                            tf.constant(first_mask)).numpy()
+        # The compiled loop writes into a buffer of LOOP_STEPS tokens (a shape XLA must know), so
+        # long texts take several calls and one compile serves every --length; the token index,
+        # which seeds each pick, runs on across calls, so the text does not depend on the cut.
+        temperature = tf.constant(float(temperature), logits.dtype)
+        seed = tf.constant(seed, tf.int64)
+        mask = tf.constant(first_mask)
+        pieces, done = [], 0
+        while done < steps:
+            size = min(LOOP_STEPS, steps - done)
+            out, logits, state = self._loop_fn(logits, state, tf.constant(size, tf.int32), temperature,
+                                               int(top_k), seed, mask, tf.constant(done, tf.int32),
+                                               capacity=LOOP_STEPS)
+            pieces.append(out.numpy()[:size])
+            done += size
+        out = np.concatenate(pieces)
         texts = []
         for row in out.T:
             chars = tok.chars(row)
@@ -84,24 +98,25 @@ class Sampler:
         return texts
 
 
-def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mask):
-    """``steps`` tokens per row, each fed back in: ``[steps, batch]`` int32.
+def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mask, start=0, capacity=None):
+    """``steps`` tokens per row, each fed back in: ``([steps or capacity, batch] int32, logits, state)``.
 
-    ``first_mask`` ``[num_tokens]`` limits the first pick (an odd bigram prime's open pair).
+    ``first_mask`` ``[num_tokens]`` limits the pick of token 0 (an odd bigram prime's open pair);
+    ``start`` is the index of this call's first token in the whole text.  ``capacity`` (at least
+    ``steps``) fixes the output's length for XLA; the rows past ``steps`` are zeros.
     """
-    table = model.input_table()
-    batch = tf.shape(logits)[0]
-    out = tf.TensorArray(tf.int32, size=steps)
+    weights = model.step_weights()
+    out = tf.TensorArray(tf.int32, size=capacity or steps)
 
     def body(i, logits, state, out):
-        allowed = tf.logical_or(i > 0, first_mask)[None, :]
+        allowed = tf.logical_or(start + i > 0, first_mask)[None, :]
         logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
-        token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(i, tf.int64)]))
-        logits, state = model.step(table, token, state)
+        token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(start + i, tf.int64)]))
+        logits, state = model.step(weights, token, state)
         return i + 1, logits, state, out.write(i, token)
 
-    _, _, _, out = tf.while_loop(lambda i, *_: i < steps, body, (0, logits, state, out))
-    return tf.reshape(out.stack(), [steps, batch])
+    _, logits, state, out = tf.while_loop(lambda i, *_: i < steps, body, (0, logits, state, out))
+    return out.stack(), logits, state
 
 
 def pick(logits, temperature, top_k, seed):
@@ -134,3 +149,4 @@ def sample(checkpoint, prime: str = "", length: int = 100, temperature: float = 
 
     model, tokenizer, _ = load_model(checkpoint)
     return Sampler(model, tokenizer).generate(prime, length, temperature, top_k, seed, num_samples, oov)
+

@@ -34,6 +34,7 @@ from .errors import CharlmError
 from .scoring import Scorer
 from .model import CharLM
 from .optim import learning_rate, make_optimizer
+from .precision import compute_dtype
 from .sampling import Sampler
 from .vocab import Tokenizer, Vocabulary
 
@@ -103,9 +104,12 @@ class Trainer:
                                         train_cfg.unrollings, unit=unit)
 
         tf.random.set_seed(train_cfg.seed)
+        xla = use_xla(model_cfg, train_cfg) and self.strategy is None
+        self.compute_dtype, self._precision_why = compute_dtype(train_cfg.precision, xla)
         # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
-            self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed)
+            self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed,
+                                compute_dtype=self.compute_dtype)
             self.variables = list(self.model.trainable_variables)
             self.optimizer = make_optimizer(train_cfg, self.variables)
             b, h = train_cfg.batch_size, model_cfg.hidden
@@ -132,7 +136,7 @@ class Trainer:
         # autograph=False: every loop in these functions is an explicit tf.while_loop or a Python
         # loop over known sizes, and converting the source cost ~1 s of each run's first call
         if self.strategy is None:
-            self._train_fn = tf.function(self._train_block, jit_compile=use_xla(model_cfg, train_cfg),
+            self._train_fn = tf.function(self._train_block, jit_compile=xla,
                                          reduce_retracing=True, autograph=False)
         else:
             self._train_fn = tf.function(self._train_block_distributed, reduce_retracing=True, autograph=False)
@@ -289,7 +293,8 @@ class Trainer:
         window_losses, window_start, window_steps = [], time.perf_counter(), 0
         where = f" ({self.distribution.describe()})" if self.distribution else ""
         self.log(f"training {self.model.num_parameters():,} parameters on "
-                 f"{self.generator.tokens.size:,} tokens, steps {self.step}..{total}, run {self.run_dir}{where}")
+                 f"{self.generator.tokens.size:,} tokens, steps {self.step}..{total}, matmuls in "
+                 f"{self.compute_dtype.name} ({self._precision_why}), run {self.run_dir}{where}")
         try:
             while self.step < total:
                 step = self.step
@@ -416,7 +421,9 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     from .distribute import setup as setup_distribution
     from .runtime import auto_threads, set_threads
 
+    # a resumed run may change these; the rest must match the run's own setup
     steps, time_limit = overrides.pop("steps", None), overrides.pop("time_limit", None)
+    precision = overrides.pop("precision", None)
     if resume:
         if checkpoint_dir is None:
             raise CharlmError("--resume needs --checkpoint-dir")
@@ -437,10 +444,12 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
             train_cfg.steps = steps
         if time_limit is not None:
             train_cfg.time_limit = time_limit
+        if precision is not None:
+            train_cfg.precision = precision
         train_cfg.validate()
     else:
         model_cfg, train_cfg = build_configs(preset, steps=steps, time_limit=time_limit,
-                                             corpus=corpus, **overrides)
+                                             precision=precision, corpus=corpus, **overrides)
     # threads and devices are fixed before TensorFlow runs its first op
     set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
     distribution = setup_distribution(distribute, replicas)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from charlm import kernels
 from charlm.config import ModelConfig, build_configs
 from charlm.scoring import Scorer
 from charlm.model import CharLM
@@ -91,15 +92,15 @@ def test_unroll_matches_numpy_forward(embedding, layers, static, monkeypatch):
 
 
 @pytest.mark.parametrize("embedding,layers", [(0, 1), (4, 2)])
-def test_step_with_input_table_matches_unroll(embedding, layers):
-    """The sampling path (input lookup table + one step at a time) equals the unroll path."""
+def test_step_matches_unroll(embedding, layers):
+    """The sampling path (step_weights + one step at a time) equals the unroll path."""
     model = make_model(embedding=embedding, layers=layers)
     tokens = np.random.default_rng(2).integers(0, 7, size=(5, 2))
     want, _ = numpy_forward(weights_of(model), tokens, 7, embedding=bool(embedding))
-    table = model.input_table()
+    weights = model.step_weights()
     state = model.zero_state(2)
     for t in range(5):
-        logits, state = model.step(table, tf.constant(tokens[t]), state)
+        logits, state = model.step(weights, tf.constant(tokens[t]), state)
         np.testing.assert_allclose(logits.numpy(), want[t], atol=1e-10)
 
 
@@ -155,8 +156,8 @@ def test_gather_gradient_of_large_tables_matches_finite_differences(embedding, m
 
 @pytest.mark.parametrize("embedding,layers", [(0, 1), (4, 2)])
 def test_fused_float32_backward_matches_float64(embedding, layers, monkeypatch):
-    """In float32 the hand-BPTT loops take TensorFlow's fused LSTMBlockCellGrad op (float64 has no
-    such kernel and takes the plain formulas checked above); both give the same gradients."""
+    """In float32 the hand-BPTT loops take charlm's step kernels (or, without them, TensorFlow's
+    fused LSTMBlockCellGrad op); float64 takes the plain formulas checked above.  Same gradients."""
     monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", 2)
     tokens = tf.constant(np.random.default_rng(8).integers(0, 6, size=(9, 3)))
     m64 = make_model(embedding=embedding, layers=layers, hidden=6, tokens=6)
@@ -183,7 +184,7 @@ def test_fused_float32_backward_matches_float64(embedding, layers, monkeypatch):
             ops.update(node.op for node in fn.node_def)
 
     collect(grads32.get_concrete_function().graph.as_graph_def())
-    assert "LSTMBlockCellGrad" in ops
+    assert ("CharlmLstmBackward" if kernels.lstm_steps() is not None else "LSTMBlockCellGrad") in ops
 
 
 def test_dropout_only_in_training_and_seeded():

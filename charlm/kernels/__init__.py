@@ -1,18 +1,19 @@
-"""charlm's own TensorFlow kernel: the elementwise half of an LSTM step as one CPU op.
+"""charlm's own TensorFlow kernels: the elementwise halves of an LSTM step as one CPU op each.
 
-On this project's 2-core CPU the long-window training loop spent ~40% of its forward pass in the
-~10 small TensorFlow ops of each step's gate activations (each a separate dispatch over a
-``[64, 512]`` tensor).  ``cell_forward.cc`` does them in one op (Eigen's vectorised tanh and
-logistic over rows shared out to TensorFlow's CPU threads); the matmul stays TensorFlow's (oneDNN)
-and the backward pass TensorFlow's fused ``LSTMBlockCellGrad``.
+The long-window training loop (:func:`charlm.model._recur_steps`) runs each step as a matmul
+(TensorFlow's, oneDNN) and one op of ``lstm_steps.cc`` (Eigen's vectorised tanh and logistic,
+shared out to TensorFlow's CPU threads), forward and backward, in a feature-major layout whose
+matmul runs fastest here, in float32 or with bfloat16 matmuls.  Without them each step is ~10
+small TensorFlow ops forward and the fused ``LSTMBlockCellGrad`` backward, in the row-major
+layout those ops need.
 
-The op is compiled from source on first use with the C++ compiler (``$CXX``, else ``g++``)
-against the installed TensorFlow's headers (``tf.sysconfig``), ~10 s once, into
+The ops are compiled from source on first use with the C++ compiler (``$CXX``, else ``g++``)
+against the installed TensorFlow's headers (``tf.sysconfig``), ~15 s once, into
 ``$XDG_CACHE_HOME/charlm/ops`` under a name keyed by the source, TensorFlow's version and flags,
-and the CPU's instruction-set flags (it is built for the machine it runs on).  It is used only
-for float32 with no GPU visible.  ``CHARLM_CUSTOM_OPS=off`` turns it off; without a compiler, or
-if the build or load fails, charlm computes the same cell with plain TensorFlow ops (one line on
-stderr says so).
+and the CPU's instruction-set flags (it is built for the machine it runs on).  They are used
+only for float32 models with no GPU visible.  ``CHARLM_CUSTOM_OPS=off`` turns them off; without a
+compiler, or if the build or load fails, charlm computes the same steps with plain TensorFlow ops
+(one line on stderr says so).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("cell_forward.cc")
+SOURCE = Path(__file__).with_name("lstm_steps.cc")
 OFF_VALUES = ("0", "off", "no", "false", "none")
 
 
@@ -54,8 +55,17 @@ def _say(message: str):
     print(f"charlm: {message}", file=sys.stderr, flush=True)
 
 
+def _native_exceptions(cxx: str) -> list[str]:
+    """Instruction sets to leave out of ``-march=native``: TensorFlow's bundled Eigen does not
+    compile with AVX512-FP16 on (Sapphire Rapids and later), so it is turned off where the
+    compiler knows the flag.  The kernel uses float32 only and loses nothing by it."""
+    probe = subprocess.run([cxx, "-mno-avx512fp16", "-E", "-x", "c++", os.devnull],
+                           capture_output=True, text=True)
+    return ["-mno-avx512fp16"] if probe.returncode == 0 else []
+
+
 def build(target_dir: Path | None = None) -> Path:
-    """Compile ``cell_forward.cc`` (if not already in the cache) and return the library's path.
+    """Compile ``lstm_steps.cc`` (if not already in the cache) and return the library's path.
 
     Raises ``RuntimeError`` with the compiler's last lines if it cannot be built.
     """
@@ -64,17 +74,17 @@ def build(target_dir: Path | None = None) -> Path:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise RuntimeError("no C++ compiler ($CXX, g++ or c++)")
-    flags = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native",
+    flags = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", *_native_exceptions(cxx),
              *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, cxx, *flags, _cpu_flags()])
                          .encode()).hexdigest()[:16]
     target_dir = target_dir or cache_dir()
-    target = target_dir / f"cell_forward-{key}.so"
+    target = target_dir / f"lstm_steps-{key}.so"
     if target.exists():
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
-    _say(f"building the fused LSTM cell kernel once (~10 s): {target}")
-    fd, tmp = tempfile.mkstemp(prefix=".cell_forward-", suffix=".so", dir=target_dir)
+    _say(f"building the LSTM step kernels once (~15 s): {target}")
+    fd, tmp = tempfile.mkstemp(prefix=".lstm_steps-", suffix=".so", dir=target_dir)
     os.close(fd)
     try:
         proc = subprocess.run([cxx, str(SOURCE), "-o", tmp, *flags], capture_output=True, text=True)
@@ -95,27 +105,18 @@ def _library():
     try:
         return tf.load_op_library(str(build()))
     except Exception as e:  # noqa: BLE001 - any failure means: use the plain ops
-        _say(f"fused LSTM cell kernel unavailable ({e}); using plain TensorFlow ops")
+        _say(f"LSTM step kernels unavailable ({e}); using plain TensorFlow ops")
         return None
 
 
-def cell_forward():
-    """``fn(z, c) -> (h, c_new, (i, g, f, o, tanh c_new))`` backed by the fused op, or ``None``.
+def lstm_steps():
+    """The loaded kernel library (ops ``charlm_lstm_forward``, ``charlm_lstm_backward``), or ``None``.
 
-    ``None`` when turned off, when a GPU is visible (the op is CPU-only), or when it cannot be
+    ``None`` when turned off, when a GPU is visible (the ops are CPU-only), or when it cannot be
     built or loaded.
     """
     import tensorflow as tf
 
     if not enabled() or tf.config.list_logical_devices("GPU"):
         return None
-    library = _library()
-    if library is None:
-        return None
-
-    def fn(z, c):
-        h, c_new, i, g, f, o, tc = library.charlm_cell_forward(z, c)
-        return h, c_new, (i, g, f, o, tc)
-
-    return fn
-
+    return _library()

@@ -1,4 +1,4 @@
-"""``python -m charlm.kernels``: build charlm's fused kernel now (CI does, before the tests)."""
+"""``python -m charlm.kernels``: build charlm's LSTM step kernels now (instead of on first use)."""
 from charlm.runtime import import_tensorflow_quietly
 
 import_tensorflow_quietly()
