@@ -160,9 +160,14 @@ def sample(checkpoint, length, prime, temperature, top_k, seed, num_samples, oov
 @click.option("--split", type=click.Choice(["valid", "train"]), default=None,
               help="Score the run's own validation or training split instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last stdout line.")
+@click.option("--streams", type=POSITIVE, default=None,
+              help="Score a long text as this many pieces side by side, each after reading the 256 "
+                   "tokens before it (default: one per 4096 tokens, up to 256); 1: one state throughout.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Matmul inputs of the side-by-side pieces, as for train.")
 @OOV_OPTION
 @user_errors
-def eval_(checkpoint, text_file, split, as_json, oov):
+def eval_(checkpoint, text_file, split, as_json, streams, precision, oov):
     """Perplexity and bits per character of a text, the LSTM state carried through it."""
     if text_file and split:
         raise click.UsageError("give either --text-file or --split, not both")
@@ -174,7 +179,7 @@ def eval_(checkpoint, text_file, split, as_json, oov):
 
     path = _resolve_checkpoint(checkpoint)
     text = read_text_file(text_file) if text_file else None
-    score, tokenizer = evaluate(path, text=text, split=split, oov=oov)
+    score, tokenizer = evaluate(path, text=text, split=split, oov=oov, streams=streams, precision=precision)
     figures = score.as_dict(tokenizer)
     if as_json:
         click.echo(json.dumps(figures))

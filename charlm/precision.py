@@ -6,7 +6,8 @@ bfloat16 inputs, while weights, optimizer slots, cell state, activations and the
 float32, and checkpoints are float32 whatever the setting.  CPUs with AMX or AVX512_BF16 (and
 GPUs from compute capability 8.0) multiply bfloat16 several times faster than float32; elsewhere
 bfloat16 is emulated and slower, so ``auto`` picks it only where the hardware has it, and only
-for models trained outside XLA (the small ones XLA compiles are bound by latency, not matmuls).
+for models whose matmuls dominate their time: ``MIN_HIDDEN`` units or more, trained outside XLA
+(the small short-window models XLA compiles are bound by latency, not by matmuls).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import functools
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 CPU_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512_BF16"}
+MIN_HIDDEN = 256
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,8 +35,8 @@ def bfloat16_hardware() -> str | None:
     return next((name for flag, name in CPU_FLAGS.items() if flag in flags), None)
 
 
-def compute_dtype(precision: str, compiled_with_xla: bool = False):
-    """The matmuls' dtype for ``precision``: ``(tf.DType, why)``."""
+def compute_dtype(precision: str, hidden: int = MIN_HIDDEN, compiled_with_xla: bool = False):
+    """The matmuls' dtype for ``precision`` and a model of ``hidden`` units: ``(tf.DType, why)``."""
     import tensorflow as tf
 
     if precision == "float32":
@@ -44,6 +46,6 @@ def compute_dtype(precision: str, compiled_with_xla: bool = False):
     hardware = bfloat16_hardware()
     if hardware is None:
         return tf.float32, "no bfloat16 hardware"
-    if compiled_with_xla:
-        return tf.float32, "small model compiled with XLA"
+    if compiled_with_xla or hidden < MIN_HIDDEN:
+        return tf.float32, "small model"
     return tf.bfloat16, hardware

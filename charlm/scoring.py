@@ -6,7 +6,12 @@ before it.  A bigram model scores pairs; a final odd character is scored by its 
 ``log sum_b p(c, b)``.  Per-character figures divide the total by the number of characters, so
 char and bigram models compare directly.
 
-The loop over the text is one compiled XLA while-loop per chunk, not a Python loop per character.
+A short text (or ``streams=1``) runs as one state through the whole text: one compiled XLA
+while-loop per chunk.  A long one is cut into ``streams`` contiguous pieces that run side by side
+as the rows of one batch, each with its own state, so the matmuls see a batch instead of one row.
+Each piece after the first first reads the ``WARMUP`` tokens before it without scoring them, so
+its state has context when its own tokens are scored; the figure then differs from the one-state
+one by far less than a run's seed moves it (measured in benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -16,9 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from . import kernels
 from .vocab import Tokenizer
 
 CHUNK_TOKENS = 16384
+STREAM_TOKENS = 4096      # default streams: one per this many tokens ...
+MAX_STREAMS = 256         # ... up to this many
+WARMUP = 256              # tokens a stream reads before its own, unscored
+STREAM_STEPS = 128        # time steps per compiled call of the streamed loop
+
+
+def default_streams(tokens: int) -> int:
+    return max(1, min(MAX_STREAMS, tokens // STREAM_TOKENS))
 
 
 @dataclass
@@ -51,14 +65,22 @@ class Score:
 
 
 class Scorer:
-    """Compiled scoring for one model (built once, reused, e.g. for validation while training)."""
+    """Compiled scoring for one model (built once, reused, e.g. for validation while training).
 
-    def __init__(self, model, tokenizer: Tokenizer, chunk_tokens: int = CHUNK_TOKENS):
+    ``streams``: ``None`` picks :func:`default_streams`, 1 keeps one state through the text.
+    ``compute``: the streamed loop's matmul dtype (default: the model's ``compute_dtype``).
+    """
+
+    def __init__(self, model, tokenizer: Tokenizer, chunk_tokens: int = CHUNK_TOKENS,
+                 streams: int | None = None, compute=None):
         self.model = model
         self.tokenizer = tokenizer
         self.chunk = chunk_tokens
+        self.streams = streams
+        self.compute = compute or model.compute_dtype
         self._chunk_fn = tf.function(self._score_chunk, jit_compile=True, reduce_retracing=True,
                                      autograph=False)
+        self._streams_fn = tf.function(self._score_streams, reduce_retracing=True, autograph=False)
 
     def _score_chunk(self, tokens, n, state, prev_logits):
         """Nats of ``tokens[:n]`` (padded to a fixed length) given the logits before them."""
@@ -76,6 +98,21 @@ class Scorer:
         """Score character ids (already encoded with the model's vocabulary)."""
         tokens = self.tokenizer.tokens(ids).astype(np.int32)
         leftover = self.tokenizer.leftover(ids)
+        streams = self.streams or default_streams(tokens.size)
+        if streams > 1 and tokens.size > 1:
+            total, logits = self._streamed(tokens, streams)
+        else:
+            total, logits = self._one_state(tokens)
+        token_nats = total
+        if leftover.size:
+            v = self.tokenizer.vocab.size
+            c = int(leftover[0])
+            lp = tf.nn.log_softmax(tf.cast(logits, tf.float64)).numpy()
+            total += -float(np.logaddexp.reduce(lp[c * v:(c + 1) * v]))
+        return Score(characters=int(ids.size), tokens=int(tokens.size), nats=total, token_nats=token_nats)
+
+    def _one_state(self, tokens):
+        """``(nats, logits after the last token)`` with one state through all of ``tokens``."""
         model = self.model
         state = model.zero_state(1)
         logits = tf.identity(model.out_b)   # the zero state's prediction
@@ -89,16 +126,97 @@ class Scorer:
             nats, state, logits = self._chunk_fn(tf.constant(piece), tf.constant(n, tf.int32),
                                                  state, logits)
             total += float(nats)
-        token_nats = total
-        if leftover.size:
-            v = self.tokenizer.vocab.size
-            c = int(leftover[0])
-            lp = tf.nn.log_softmax(tf.cast(logits, tf.float64)).numpy()
-            total += -float(np.logaddexp.reduce(lp[c * v:(c + 1) * v]))
-        return Score(characters=int(ids.size), tokens=int(tokens.size), nats=total, token_nats=token_nats)
+        return total, logits
+
+    def _streamed(self, tokens, streams: int):
+        """``(nats, logits after the last token)`` with ``streams`` pieces side by side.
+
+        Column ``s`` of the ``[steps, streams]`` grid holds piece ``s`` (tokens ``s*L`` to
+        ``(s+1)*L``) after the ``WARMUP`` tokens before it; positions outside the text are padding,
+        through which a stream's state stays as it is (so the first stream starts from the zero
+        state, as one state would).
+        """
+        n = tokens.size
+        length = -(-n // streams)
+        warmup = min(WARMUP, length)
+        steps = warmup + length
+        steps += -steps % STREAM_STEPS
+        first = np.arange(streams)[None, :] * length
+        pos = np.arange(steps)[:, None] - warmup + first
+        valid = (pos >= 0) & (pos < n)
+        scored = valid & (pos >= first) & (pos < first + length)    # each position exactly once
+        grid = np.where(valid, tokens[np.clip(pos, 0, n - 1)], 0).astype(np.int32)
+        model = self.model
+        weights = _stream_weights(model, self.compute)
+        state = [(tf.zeros([model.config.hidden, streams]),) * 2 for _ in model.cells]
+        total = tf.constant(0.0, tf.float64)
+        for start in range(0, steps, STREAM_STEPS):
+            piece = slice(start, start + STREAM_STEPS)
+            nats, state = self._streams_fn(weights, tf.constant(grid[piece]), tf.constant(valid[piece]),
+                                           tf.constant(scored[piece]), state)
+            total += nats
+        top = tf.transpose(state[-1][0])[-1:]          # the last stream's state after the text
+        return float(total), (tf.matmul(top, model.out_w) + model.out_b)[0]
+
+    def _score_streams(self, weights, grid, valid, scored, state):
+        """Nats of the ``scored`` positions of ``grid`` ``[K, S]``; the states are ``[H, S]`` (feature-major).
+
+        With charlm's kernels a step is a matmul, a column lookup and one op per layer; without,
+        plain TensorFlow ops compute the same.
+        """
+        library = kernels.lstm_steps() if self.model.dtype == tf.float32 else None
+        out_w = tf.transpose(weights["out_w"])
+
+        def body(t, state, total):
+            # the prediction for position t comes from the state before it
+            logits = tf.transpose(_mm(out_w, state[-1][0])) + weights["out_b"]
+            nats = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=grid[t], logits=logits)
+            total += tf.reduce_sum(tf.where(scored[t], tf.cast(nats, tf.float64), 0.0))
+            keep = valid[t]
+            new_state = []
+            x = None
+            for layer, (w_x, w_h, bias) in enumerate(weights["layers"]):
+                h, c = state[layer]
+                zr = tf.matmul(w_h, tf.cast(h, w_h.dtype))
+                if library is not None:
+                    xw = library.charlm_columns(weights["table"], grid[t]) if layer == 0 else _mm(w_x, x) + bias
+                    x, _, c = library.charlm_lstm_step(xw, zr, h, c, keep)
+                else:
+                    xw = tf.transpose(tf.gather(weights["table"], grid[t])) if layer == 0 else _mm(w_x, x) + bias
+                    x, c_new = _gates(xw + tf.cast(zr, tf.float32), c)
+                    x, c = tf.where(keep[None, :], x, h), tf.where(keep[None, :], c_new, c)
+                new_state.append((x, c))
+            return t + 1, new_state, total
+
+        _, state, total = tf.while_loop(lambda t, *_: t < tf.shape(grid)[0], body,
+                                        (0, state, tf.constant(0.0, tf.float64)))
+        return total, state
 
     def score_text(self, text: str, oov: str = "error", what: str = "evaluation text") -> Score:
         return self.score_ids(self.tokenizer.vocab.encode(text, oov=oov, what=what))
+
+
+def _stream_weights(model, compute):
+    """The model's weights for the streamed loop: transposed (feature-major), gates in block
+    order, the recurrent and deeper input kernels in ``compute``; layer 0's input half the
+    ``[V, 4H]`` table of :meth:`CharLM.step_weights` (a token's column is its row)."""
+    weights = model.step_weights()
+    layers = [(tf.cast(tf.transpose(w_x), compute), tf.cast(tf.transpose(w_h), compute), bias[:, None])
+              for w_x, w_h, bias in weights["layers"]]
+    return {"table": weights["table"], "layers": layers,
+            "out_w": tf.cast(weights["out_w"], compute), "out_b": weights["out_b"]}
+
+
+def _mm(w, x):
+    """``w @ x`` in ``w``'s dtype, returned in float32."""
+    return tf.cast(tf.matmul(w, tf.cast(x, w.dtype)), tf.float32)
+
+
+def _gates(z, c):
+    """The LSTM update from feature-major pre-activations ``z = [i; g; f; o]`` ``[4H, S]``."""
+    zi, zg, zf, zo = tf.split(z, 4, axis=0)
+    c = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zg)
+    return tf.sigmoid(zo) * tf.tanh(c), c
 
 
 def _exp(x: float) -> float:
@@ -110,14 +228,20 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def evaluate(checkpoint, text: str | None = None, split: str | None = None,
-             oov: str = "error") -> tuple[Score, Tokenizer]:
-    """Score ``text`` (or the run's ``valid``/``train`` split) with the run in ``checkpoint``."""
+def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov: str = "error",
+             streams: int | None = None, precision: str = "auto") -> tuple[Score, Tokenizer]:
+    """Score ``text`` (or the run's ``valid``/``train`` split) with the run in ``checkpoint``.
+
+    ``streams`` (default: by length) and ``precision`` as for :class:`Scorer` and ``train``.
+    """
     from .checkpoint import load_model
     from .errors import CharlmError
+    from .precision import compute_dtype
 
+    if streams is not None and streams < 1:
+        raise CharlmError(f"--streams must be at least 1 (got {streams})")
     model, tokenizer, info = load_model(checkpoint)
-    scorer = Scorer(model, tokenizer)
+    scorer = Scorer(model, tokenizer, streams=streams, compute=compute_dtype(precision, model.config.hidden)[0])
     if text is None:
         from .corpora import load_corpus
         from .training import split_ids

@@ -104,8 +104,8 @@ class Trainer:
                                         train_cfg.unrollings, unit=unit)
 
         tf.random.set_seed(train_cfg.seed)
-        xla = use_xla(model_cfg, train_cfg) and self.strategy is None
-        self.compute_dtype, self._precision_why = compute_dtype(train_cfg.precision, xla)
+        xla = use_xla(model_cfg, train_cfg)
+        self.compute_dtype, self._precision_why = compute_dtype(train_cfg.precision, model_cfg.hidden, xla)
         # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
             self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed,

@@ -266,3 +266,48 @@ def test_pick_draws_from_the_softmax():
     assert set(top2.tolist()) == {0, 1}
     hot = pick(logits, tf.constant(0.0), tf.constant(0), tf.constant([5, 8], tf.int64)).numpy()
     assert (hot == 0).all()
+
+
+def _numpy_streams(model, tok, ids, streams, warmup):
+    """The streamed figure computed by hand: each piece from the zero state after reading up to
+    ``warmup`` tokens before it, scored with numpy_forward."""
+    weights = {k: (v if k != "cells" else [(a.astype(float), b.astype(float)) for a, b in v])
+               for k, v in weights_of(model).items()}
+    tokens = tok.tokens(ids)
+    length = -(-tokens.size // streams)
+    total = 0.0
+    for s in range(streams):
+        begin = s * length
+        window = tokens[max(0, begin - warmup):begin + length]
+        logits, _ = numpy_forward(weights, window[:, None], tok.num_tokens, embedding=model.embedding is not None)
+        lp = log_softmax(np.concatenate([weights["out_b"][None], logits[:-1, 0]]))
+        nats = -lp[np.arange(window.size), window]
+        total += nats[begin - max(0, begin - warmup):].sum()
+    return total
+
+
+@pytest.mark.parametrize("kernels_on", [True, False])
+@pytest.mark.parametrize("streams,layers,embedding", [(3, 1, 0), (5, 2, 4)])
+def test_streamed_scoring_matches_numpy(streams, layers, embedding, kernels_on, monkeypatch):
+    """Pieces side by side, each after a warm-up, with padding at both ends and several calls."""
+    monkeypatch.setattr("charlm.scoring.WARMUP", 7)
+    monkeypatch.setattr("charlm.scoring.STREAM_STEPS", 16)
+    if not kernels_on:
+        monkeypatch.setenv("CHARLM_CUSTOM_OPS", "off")
+    vocab = Vocabulary("abcd ")
+    tok = Tokenizer("char", vocab)
+    model = make_model(embedding=embedding, layers=layers, tokens=tok.num_tokens, dtype=tf.float32)
+    ids = np.random.default_rng(9).integers(0, 5, size=203)
+    score = Scorer(model, tok, streams=streams).score_ids(ids)
+    assert score.nats == pytest.approx(_numpy_streams(model, tok, ids, streams, 7), rel=1e-5)
+
+
+def test_streams_stay_close_to_one_state_with_bfloat16_matmuls():
+    """The default for long texts (streams, bfloat16 matmuls) against one float32 state."""
+    vocab = Vocabulary("abcd ")
+    tok = Tokenizer("char", vocab)
+    model = make_model(layers=2, hidden=16, tokens=tok.num_tokens, dtype=tf.float32)
+    ids = np.random.default_rng(10).integers(0, 5, size=3000)
+    one = Scorer(model, tok, streams=1).score_ids(ids).nats_per_char
+    many = Scorer(model, tok, streams=4, compute=tf.bfloat16).score_ids(ids).nats_per_char
+    assert abs(many - one) < 0.01

@@ -1,5 +1,6 @@
 // charlm's LSTM step kernels (CPU): the elementwise halves of one forward and one backward
-// step of the long-window training loop, each as one op.
+// step of the long-window training loop, each as one op; and for evaluation, a masked forward
+// step and the input half's table lookup.
 //
 // The loop keeps its tensors feature-major: a step's pre-activations are [4H, B] with the gates
 // as row blocks [i | g | f | o], the states [H, B].  The recurrent matmul is then W_h^T [4H, H] @
@@ -221,11 +222,126 @@ class LstmBackwardOp : public OpKernel {
   }
 };
 
+
+// Inference (evaluation in side-by-side streams): one masked forward step, and the input half's
+// table lookup, both feature-major.
+//
+// CharlmColumns: table [V, R] (row-major), ids [S] -> [R, S] with column s = table[ids[s]].
+REGISTER_OP("CharlmColumns")
+    .Input("table: float")
+    .Input("ids: int32")
+    .Output("columns: float")
+    .SetShapeFn([](InferenceContext* ctx) {
+      ShapeHandle table, ids;
+      TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(0), 2, &table));
+      TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(1), 1, &ids));
+      ctx->set_output(0, ctx->Matrix(ctx->Dim(table, 1), ctx->Dim(ids, 0)));
+      return absl::OkStatus();
+    });
+
+class ColumnsOp : public OpKernel {
+ public:
+  explicit ColumnsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& table = ctx->input(0);
+    const Tensor& ids = ctx->input(1);
+    OP_REQUIRES(ctx, table.dims() == 2 && ids.dims() == 1,
+                absl::InvalidArgumentError("table must be a matrix and ids a vector"));
+    const int64_t vocab = table.dim_size(0), rows = table.dim_size(1), cols = ids.dim_size(0);
+    const int32_t* id = ids.flat<int32_t>().data();
+    for (int64_t s = 0; s < cols; ++s) {
+      OP_REQUIRES(ctx, id[s] >= 0 && id[s] < vocab, absl::InvalidArgumentError("ids out of range"));
+    }
+    Tensor* out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows, cols}), &out));
+    const float* t = table.flat<float>().data();
+    float* o = out->flat<float>().data();
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+        rows, cols * 2, [&](int64_t first, int64_t last) {
+          for (int64_t r = first; r < last; ++r) {
+            for (int64_t s = 0; s < cols; ++s) o[r * cols + s] = t[id[s] * rows + r];
+          }
+        });
+  }
+};
+
+// CharlmLstmStep: z = xw + zr; the forward formulas; columns s with keep[s] false keep their h
+// and c.  Outputs h (float), h in T (for the next matmul) and c.
+REGISTER_OP("CharlmLstmStep")
+    .Attr("T: {float, bfloat16}")
+    .Input("xw: float")
+    .Input("zr: T")
+    .Input("h: float")
+    .Input("c: float")
+    .Input("keep: bool")
+    .Output("h_new: float")
+    .Output("h_low: T")
+    .Output("c_new: float")
+    .SetShapeFn([](InferenceContext* ctx) {
+      TF_RETURN_IF_ERROR(step_shapes(ctx, 0, 3));
+      for (int k = 0; k < 3; ++k) ctx->set_output(k, ctx->input(3));
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class LstmStepOp : public OpKernel {
+ public:
+  explicit LstmStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& xw = ctx->input(0);
+    const Tensor& zr = ctx->input(1);
+    const Tensor& h = ctx->input(2);
+    const Tensor& c = ctx->input(3);
+    const Tensor& keep = ctx->input(4);
+    OP_REQUIRES(ctx, c.dims() == 2 && h.shape() == c.shape(), absl::InvalidArgumentError("h and c must be [hidden, batch]"));
+    const int64_t hidden = c.dim_size(0), batch = c.dim_size(1), n = hidden * batch;
+    OP_REQUIRES(ctx, xw.shape() == TensorShape({4 * hidden, batch}) && zr.shape() == xw.shape(),
+                absl::InvalidArgumentError("xw and zr must be [4 * hidden, batch] for c [hidden, batch]"));
+    OP_REQUIRES(ctx, keep.shape() == TensorShape({batch}), absl::InvalidArgumentError("keep must be [batch]"));
+    Tensor *h_new, *c_new;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, c.shape(), &h_new));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, c.shape(), &c_new));
+    T* h_low = low_output<T>(ctx, 1, c.shape());
+    if (!ctx->status().ok()) return;
+    const float* x = xw.flat<float>().data();
+    const T* r = zr.flat<T>().data();
+    const float* hp = h.flat<float>().data();
+    const float* cp = c.flat<float>().data();
+    const bool* kp = keep.flat<bool>().data();
+    float* ho = h_new->flat<float>().data();
+    float* co = c_new->flat<float>().data();
+
+    parallel(ctx, n, [&](int64_t begin, int64_t end) {
+      const int64_t len = end - begin;
+      auto gate = [&](int k) -> Eigen::ArrayXf {
+        return ConstFloats(x + k * n + begin, len) + as_float(r + k * n + begin, len);
+      };
+      const Eigen::ArrayXf c_out = gate(2).logistic() * ConstFloats(cp + begin, len) + gate(0).logistic() * gate(1).tanh();
+      Eigen::ArrayXf h_out = gate(3).logistic() * c_out.tanh();
+      Floats(co + begin, len) = c_out;
+      Floats(ho + begin, len) = h_out;
+      for (int64_t k = begin; k < end; ++k) {
+        if (!kp[k % batch]) {
+          ho[k] = hp[k];
+          co[k] = cp[k];
+        }
+      }
+      store(h_low + begin, Eigen::ArrayXf(Floats(ho + begin, len)));
+    });
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("CharlmColumns").Device(::tensorflow::DEVICE_CPU), ColumnsOp);
+
 #define CHARLM_REGISTER(T)                                                                          \
   REGISTER_KERNEL_BUILDER(Name("CharlmLstmForward").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
                           LstmForwardOp<T>);                                                        \
   REGISTER_KERNEL_BUILDER(Name("CharlmLstmBackward").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
-                          LstmBackwardOp<T>);
+                          LstmBackwardOp<T>);                                                       \
+  REGISTER_KERNEL_BUILDER(Name("CharlmLstmStep").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
+                          LstmStepOp<T>);
 CHARLM_REGISTER(float)
 CHARLM_REGISTER(::tensorflow::bfloat16)
 #undef CHARLM_REGISTER
