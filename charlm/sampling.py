@@ -24,7 +24,7 @@ import tensorflow as tf
 from .errors import CharlmError
 from .vocab import Tokenizer
 
-# Longest compiled sampling call; shorter texts take the next power of two (few distinct compiles).
+# Tokens per compiled sampling call at most (its output buffer: one compile for every --length).
 LOOP_STEPS = 4096
 
 
@@ -149,4 +149,3 @@ def sample(checkpoint, prime: str = "", length: int = 100, temperature: float = 
 
     model, tokenizer, _ = load_model(checkpoint)
     return Sampler(model, tokenizer).generate(prime, length, temperature, top_k, seed, num_samples, oov)
-
