@@ -33,6 +33,9 @@ from .config import ModelConfig
 # seconds at any length (512 units x 50 steps: ~3.6 s for the first call instead of ~6.7 s).
 STATIC_UNROLL_LIMIT = 20
 
+# Gate blocks in one layer's kernel, per --cell (the GRU and Elman RNN live in charlm.cells).
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
 
 def _initial(rng: np.random.Generator, shape, init: str, recurrent_rows: int = 0) -> np.ndarray:
     """Starting values of one weight matrix.  For an LSTM kernel ``[in + H, 4H]``,
@@ -77,9 +80,9 @@ def to_block_order(w):
 def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict:
     """The starting weights of ``CharLM(config, num_tokens, seed)`` as numpy arrays (float64).
 
-    ``embedding`` (or None), ``kernels`` (one ``[in + H, 4H]`` per layer) and ``out_w``, drawn in
-    that order from one generator; the biases start at zero.  The notebook benchmark starts its
-    graph from these too.
+    ``embedding`` (or None), ``kernels`` (one ``[in + H, 4H]`` per layer; ``3H`` for a GRU, ``H``
+    for an Elman RNN, see :mod:`charlm.cells`) and ``out_w``, drawn in that order from one
+    generator; the biases start at zero.  The notebook benchmark starts its graph from these too.
     """
     rng = np.random.default_rng(seed)
     h = config.hidden
@@ -90,7 +93,7 @@ def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict
         size = config.embedding_size
     kernels = []
     for _ in range(config.layers):
-        kernels.append(_initial(rng, (size + h, 4 * h), config.init, recurrent_rows=h))
+        kernels.append(_initial(rng, (size + h, GATES[config.cell] * h), config.init, recurrent_rows=h))
         size = h
     return {"embedding": embedding, "kernels": kernels, "out_w": _initial(rng, (h, num_tokens), config.init)}
 
@@ -119,7 +122,11 @@ class LSTMCell(tf.Module):
 
 
 class CharLM(tf.Module):
-    """Embedding or one-hot input, ``layers`` LSTM cells, a softmax over the tokens."""
+    """Embedding or one-hot input, ``layers`` LSTM cells, a softmax over the tokens.
+
+    ``config.cell`` "gru" or "rnn" takes GRU or Elman-RNN layers instead (:mod:`charlm.cells`);
+    their state keeps the ``(h, c)`` shape with ``c`` unused.
+    """
 
     def __init__(self, config: ModelConfig, num_tokens: int, seed: int = 0, dtype=tf.float32):
         super().__init__(name="charlm")
@@ -135,8 +142,13 @@ class CharLM(tf.Module):
             self.embedding = None
             size = num_tokens
         self.cells = []
+        if config.cell == "lstm":
+            cell_type = LSTMCell
+        else:
+            from .cells import CELL_TYPES
+            cell_type = CELL_TYPES[config.cell]
         for layer, kernel in enumerate(start["kernels"]):
-            self.cells.append(LSTMCell(size, h, kernel, dtype, name=f"lstm_{layer}"))
+            self.cells.append(cell_type(size, h, kernel, dtype, name=f"{config.cell}_{layer}"))
             size = h
         self.out_w = tf.Variable(start["out_w"], dtype=dtype, name="out_w")
         self.out_b = tf.Variable(tf.zeros([num_tokens], dtype=dtype), name="out_b")
@@ -188,6 +200,9 @@ class CharLM(tf.Module):
         unroll for short windows and the hand-BPTT loops for long ones.  The gates are computed in
         block order (``to_block_order``).
         """
+        if self.config.cell != "lstm":
+            from . import cells
+            return cells.unroll(self, tokens, state, seed, static)
         outputs = None
         new_state = []
         for layer, cell in enumerate(self.cells):
@@ -205,13 +220,16 @@ class CharLM(tf.Module):
 
     # -- one step at a time (sampling) -------------------------------------------------------------
     def input_table(self):
-        """Layer 0's ``x @ kernel[:in] + bias`` for every token: ``[num_tokens, 4H]``."""
+        """Layer 0's ``x @ kernel[:in] + bias`` for every token: ``[num_tokens, 4H]`` (any cell's width)."""
         cell = self.cells[0]
         table = cell.input_kernel if self.embedding is None else tf.matmul(self.embedding, cell.input_kernel)
         return table + cell.bias
 
     def step(self, table, tokens, state):
         """One inference step for tokens ``[B]``: ``(logits [B, V], new_state)``."""
+        if self.config.cell != "lstm":
+            from . import cells
+            return cells.step(self, table, tokens, state)
         new_state = []
         x = None
         for layer, cell in enumerate(self.cells):
