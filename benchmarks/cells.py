@@ -13,7 +13,6 @@ The corpus: --corpus, $CHARLM_BENCH_CORPUS, or ../shared/data/text8-first10M.txt
 """
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import ROOT, find_corpus, read_corpus  # noqa: E402
+from quality import last_json  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from charlm.config import CELLS  # noqa: E402  (no TensorFlow import)
@@ -30,14 +30,6 @@ SETTINGS = ["--model", "char", "--embedding-size", "0", "--layers", "1", "--init
             "--optimizer", "adam", "--learning-rate", "0.002", "--decay-rate", "1", "--clip", "5",
             "--batch-size", "64", "--unrollings", "50", "--steps", "1000000", "--valid-size", "2000",
             "--log-every", "500", "--sample-every", "0", "--checkpoint-every", "0", "--seed", "1"]
-
-
-def last_json(cmd) -> dict:
-    proc = subprocess.run([sys.executable, *map(str, cmd)], capture_output=True, text=True, cwd=ROOT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr[-2000:]}")
-    return json.loads(lines[-1])
 
 
 def main():

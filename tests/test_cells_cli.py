@@ -83,8 +83,9 @@ def test_unknown_cell_is_a_usage_error(texts, tmp_path):
 
 def test_lstm_runs_saved_without_the_cell_key_load_as_lstm(texts, tmp_path):
     run = tmp_path / "old"
+    # (a 25-step window: no XLA compile of the training block; this test is about the config)
     assert invoke("train", "--corpus", texts / "train.txt", "--checkpoint-dir", run, "--steps", "20",
-                  *TINY).exit_code == 0
+                  *TINY, "--unrollings", "25").exit_code == 0
     before = last_json(invoke("eval", "--checkpoint", run, "--text-file", texts / "heldout.txt", "--json").stdout)
     config = json.loads((run / "config.json").read_text())
     assert config["model"].pop("cell") == "lstm"
@@ -106,7 +107,9 @@ def cli(*args):
 def test_two_mirrored_replicas_follow_one_device(cell, texts, tmp_path):
     """Each replica carries its rows of the (h, c) state; the summed gradient is the global one."""
     args = ["train", "--corpus", texts / "train.txt", "--cell", cell, "--steps", "30", *TINY]
-    one, _ = cli(*args, "--checkpoint-dir", tmp_path / "one")
+    r = invoke(*args, "--checkpoint-dir", tmp_path / "one")
+    assert r.exit_code == 0, r.output
+    one = last_json(r.stdout)
     two, log = cli(*args, "--checkpoint-dir", tmp_path / "two", "--distribute", "mirrored", "--replicas", "2")
     assert "mirrored over 2 replicas" in log and two["step"] == 30
     assert two["loss"] == pytest.approx(one["loss"], abs=1e-4)
