@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from charlm.config import INITS, PRESETS
+from charlm.config import CELLS, INITS, PRESETS
 from charlm.precision import PRECISIONS
 from charlm.errors import CharlmError
 
@@ -65,6 +65,8 @@ def main():
 @click.option("--init", type=click.Choice(INITS), default=None,
               help="Weight initialisation: the notebook's truncated normal (mean -0.1), uniform +-0.08, "
                    "or Glorot-uniform with orthogonal recurrent weights (the ud730 preset's).")
+@click.option("--cell", type=click.Choice(CELLS), default=None,
+              help="Recurrent cell: LSTM (default), GRU, or the plain Elman RNN.")
 @click.option("--batch-size", type=POSITIVE, default=None)
 @click.option("--unrollings", type=POSITIVE, default=None, help="Tokens per truncated-BPTT window.")
 @click.option("--steps", type=POSITIVE, default=None, help="Total training steps of the run.")

@@ -17,6 +17,8 @@ from .precision import PRECISIONS
 # +-0.08; "orthogonal", Glorot-uniform input and output weights with orthogonal recurrent rows
 # (Keras' LSTM defaults).
 INITS = ("notebook", "uniform", "orthogonal")
+# Recurrent cells: the LSTM (charlm.model), the GRU and the Elman RNN (charlm.cells).
+CELLS = ("lstm", "gru", "rnn")
 
 
 @dataclass
@@ -27,6 +29,7 @@ class ModelConfig:
     embedding_size: int = 0       # 0: one-hot input (the notebook's char model)
     dropout: float = 0.0          # on non-recurrent connections only (Zaremba et al. 2014)
     init: str = "notebook"        # one of INITS
+    cell: str = "lstm"            # one of CELLS (runs saved before the field existed are LSTMs)
 
     def validate(self):
         _check(self.kind in ("char", "bigram"), f"--model must be char or bigram, not {self.kind!r}")
@@ -38,6 +41,7 @@ class ModelConfig:
                "bigram models read an embedding: give --embedding-size > 0")
         _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1) (got {self.dropout})")
         _check(self.init in INITS, f"unknown init {self.init!r}")
+        _check(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         return self
 
 

@@ -35,6 +35,9 @@ from .config import ModelConfig
 # seconds at any length (512 units x 50 steps: ~3.6 s for the first call instead of ~6.7 s).
 STATIC_UNROLL_LIMIT = 20
 
+# Gate blocks in one layer's kernel, per --cell (the GRU and Elman RNN live in charlm.cells).
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
 
 def _initial(rng: np.random.Generator, shape, init: str, recurrent_rows: int = 0) -> np.ndarray:
     """Starting values of one weight matrix.  For an LSTM kernel ``[in + H, 4H]``,
@@ -79,9 +82,9 @@ def to_block_order(w):
 def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict:
     """The starting weights of ``CharLM(config, num_tokens, seed)`` as numpy arrays (float64).
 
-    ``embedding`` (or None), ``kernels`` (one ``[in + H, 4H]`` per layer) and ``out_w``, drawn in
-    that order from one generator; the biases start at zero.  The notebook benchmark starts its
-    graph from these too.
+    ``embedding`` (or None), ``kernels`` (one ``[in + H, 4H]`` per layer; ``3H`` for a GRU, ``H``
+    for an Elman RNN, see :mod:`charlm.cells`) and ``out_w``, drawn in that order from one
+    generator; the biases start at zero.  The notebook benchmark starts its graph from these too.
     """
     rng = np.random.default_rng(seed)
     h = config.hidden
@@ -92,7 +95,7 @@ def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict
         size = config.embedding_size
     kernels = []
     for _ in range(config.layers):
-        kernels.append(_initial(rng, (size + h, 4 * h), config.init, recurrent_rows=h))
+        kernels.append(_initial(rng, (size + h, GATES[config.cell] * h), config.init, recurrent_rows=h))
         size = h
     return {"embedding": embedding, "kernels": kernels, "out_w": _initial(rng, (h, num_tokens), config.init)}
 
@@ -121,7 +124,11 @@ class LSTMCell(tf.Module):
 
 
 class CharLM(tf.Module):
-    """Embedding or one-hot input, ``layers`` LSTM cells, a softmax over the tokens."""
+    """Embedding or one-hot input, ``layers`` LSTM cells, a softmax over the tokens.
+
+    ``config.cell`` "gru" or "rnn" takes GRU or Elman-RNN layers instead (:mod:`charlm.cells`);
+    their state keeps the ``(h, c)`` shape with ``c`` unused.
+    """
 
     def __init__(self, config: ModelConfig, num_tokens: int, seed: int = 0, dtype=tf.float32,
                  compute_dtype=None):
@@ -141,8 +148,13 @@ class CharLM(tf.Module):
             self.embedding = None
             size = num_tokens
         self.cells = []
+        if config.cell == "lstm":
+            cell_type = LSTMCell
+        else:
+            from .cells import CELL_TYPES
+            cell_type = CELL_TYPES[config.cell]
         for layer, kernel in enumerate(start["kernels"]):
-            self.cells.append(LSTMCell(size, h, kernel, dtype, name=f"lstm_{layer}"))
+            self.cells.append(cell_type(size, h, kernel, dtype, name=f"{config.cell}_{layer}"))
             size = h
         self.out_w = tf.Variable(start["out_w"], dtype=dtype, name="out_w")
         self.out_b = tf.Variable(tf.zeros([num_tokens], dtype=dtype), name="out_b")
@@ -194,6 +206,9 @@ class CharLM(tf.Module):
         unroll for short windows and the hand-BPTT loops for long ones.  The gates are computed in
         block order (``to_block_order``).
         """
+        if self.config.cell != "lstm":
+            from . import cells
+            return cells.unroll(self, tokens, state, seed, static)
         outputs = None
         new_state = []
         for layer, cell in enumerate(self.cells):
@@ -218,6 +233,9 @@ class CharLM(tf.Module):
         instead made XLA fuse the slice into a one-row matmul it then computed with slow generic
         code: one sequence at 512 units sampled at ~450 steps/s against ~15,000 this way.
         """
+        if self.config.cell != "lstm":
+            from . import cells
+            return cells.step_weights(self)
         layers = []
         for cell in self.cells:
             w_x, w_h = tf.split(to_block_order(cell.kernel), [cell.input_size, cell.hidden], axis=0)
@@ -228,6 +246,9 @@ class CharLM(tf.Module):
 
     def step(self, weights, tokens, state):
         """One inference step for tokens ``[B]`` with :meth:`step_weights`: ``(logits [B, V], new_state)``."""
+        if self.config.cell != "lstm":
+            from . import cells
+            return cells.step(self, weights, tokens, state)
         new_state = []
         x = None
         for layer, (w_x, w_h, bias) in enumerate(weights["layers"]):

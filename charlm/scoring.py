@@ -99,7 +99,7 @@ class Scorer:
         tokens = self.tokenizer.tokens(ids).astype(np.int32)
         leftover = self.tokenizer.leftover(ids)
         streams = self.streams or default_streams(tokens.size)
-        if streams > 1 and tokens.size > 1:
+        if streams > 1 and tokens.size > 1 and self.model.config.cell == "lstm":
             total, logits = self._streamed(tokens, streams)
         else:
             total, logits = self._one_state(tokens)

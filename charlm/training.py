@@ -106,6 +106,8 @@ class Trainer:
         tf.random.set_seed(train_cfg.seed)
         xla = use_xla(model_cfg, train_cfg)
         self.compute_dtype, self._precision_why = compute_dtype(train_cfg.precision, model_cfg.hidden, xla)
+        if model_cfg.cell != "lstm":       # the GRU and RNN paths multiply in float32
+            self.compute_dtype, self._precision_why = tf.float32, f"{model_cfg.cell} cell"
         # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
             self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed,

@@ -62,3 +62,55 @@ def weights_of(model):
 def log_softmax(z):
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def tanh_cell(x, h, wx, wh, b):
+    """Elman RNN, two matmuls: ``tanh(x @ Wx + h @ Wh + b)``."""
+    return np.tanh(x @ wx + h @ wh + b)
+
+
+def gru_cell(x, h, zx, zh, zb, rx, rh, rb, nx, nh, nb, nrb):
+    """GRU with the reset gate applied after the recurrent product (one matmul pair per gate)."""
+    update = sigmoid(x @ zx + h @ zh + zb)
+    reset = sigmoid(x @ rx + h @ rh + rb)
+    candidate = np.tanh(x @ nx + nb + reset * (h @ nh + nrb))
+    return update * h + (1.0 - update) * candidate
+
+
+def split_columns(kernel, bias, input_size, gates):
+    """A single kernel ``[in + H, gates * H]`` as per-gate ``(Wx, Wh, b)`` triples, flattened."""
+    h = kernel.shape[1] // gates
+    parts = []
+    for g in range(gates):
+        cols = slice(g * h, (g + 1) * h)
+        parts += [kernel[:input_size, cols], kernel[input_size:, cols], bias[cols]]
+    return parts
+
+
+def numpy_forward_cells(weights, tokens, num_tokens, cell, embedding=False, state=None):
+    """``numpy_forward`` for ``cell`` "gru" or "rnn": logits and the final ``h`` per layer.
+
+    ``weights["cells"]``: (kernel, bias) for rnn, (kernel, bias, recurrent_bias) for gru.
+    """
+    tokens = np.asarray(tokens)
+    x = weights["embedding"][tokens] if embedding else np.eye(num_tokens)[tokens]
+    steps, batch = tokens.shape
+    new_state = []
+    for layer, (kernel, bias, *extra) in enumerate(weights["cells"]):
+        gates = 3 if cell == "gru" else 1
+        hidden = kernel.shape[1] // gates
+        parts = split_columns(kernel, bias, x.shape[-1], gates)
+        h = np.zeros((batch, hidden)) if state is None else state[layer]
+        outs = []
+        for t in range(steps):
+            h = gru_cell(x[t], h, *parts, *extra) if cell == "gru" else tanh_cell(x[t], h, *parts)
+            outs.append(h)
+        x = np.stack(outs)
+        new_state.append(h)
+    return x @ weights["out_w"] + weights["out_b"], new_state
+
+
+def cell_weights_of(model):
+    """``weights_of`` for GRU/RNN models (a GRU layer adds its recurrent bias)."""
+    extra = lambda c: (c.recurrent_bias.numpy(),) if hasattr(c, "recurrent_bias") else ()  # noqa: E731
+    return {**weights_of(model), "cells": [(c.kernel.numpy(), c.bias.numpy(), *extra(c)) for c in model.cells]}
