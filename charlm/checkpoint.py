@@ -2,7 +2,8 @@
 
 ::
 
-    <run>/config.json     model + training configuration, vocabulary, corpus spec
+    <run>/config.json     model + training configuration, vocabulary (and a sparse bigram
+                          model's pair list), corpus spec
     <run>/ckpt/           tf.train.Checkpoint files (CheckpointManager keeps the last few)
     <run>/metrics.jsonl   one JSON object per logging step
     <run>/logs/           TensorBoard event files
@@ -48,7 +49,7 @@ def atomic_write_text(path: Path, text: str):
 
 
 def write_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig, vocab: Vocabulary,
-                     extra: dict | None = None):
+                     extra: dict | None = None, tokenizer: Tokenizer | None = None):
     data = {
         "format": FORMAT_VERSION,
         "model": dataclasses.asdict(model),
@@ -56,6 +57,8 @@ def write_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig, voca
         "vocab": vocab.to_dict(),
         **(extra or {}),
     }
+    if tokenizer is not None and tokenizer.to_dict():     # a sparse bigram model's pair list
+        data["tokens"] = tokenizer.to_dict()
     atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -73,6 +76,8 @@ def read_run_config(run_dir) -> dict:
         data["model_config"] = ModelConfig(**data["model"]).validate()
         data["train_config"] = TrainConfig(**data["train"])
         data["vocabulary"] = Vocabulary.from_dict(data["vocab"])
+        data["tokenizer"] = Tokenizer.from_dict(data["model_config"].kind, data["vocabulary"],
+                                                data.get("tokens", {}))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, CharlmError) as e:
         raise CharlmError(f"{path} is corrupt or from an incompatible version ({type(e).__name__}: {e})")
     return data
@@ -95,7 +100,7 @@ def load_model(run_dir, dtype=None):
     from .model import CharLM
 
     info = read_run_config(run_dir)
-    tokenizer = Tokenizer(info["model_config"].kind, info["vocabulary"])
+    tokenizer = info["tokenizer"]
     model = CharLM(info["model_config"], tokenizer.num_tokens, dtype=dtype or tf.float32)
     path = latest_checkpoint(run_dir)
     try:

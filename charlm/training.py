@@ -86,21 +86,25 @@ class Trainer:
             raise CharlmError(f"--batch-size {train_cfg.batch_size} is the global batch and must divide "
                               f"evenly among {distribution.replicas} replicas")
         if resume:
-            vocab = ckpt.read_run_config(self.run_dir)["vocabulary"]
+            info = ckpt.read_run_config(self.run_dir)
+            vocab = info["vocabulary"]
             ids = vocab.encode(text, what="corpus")
         else:
             vocab = Vocabulary.from_text(text)
             ids = vocab.encode(text)
         self.vocab = vocab
-        self.tokenizer = Tokenizer(model_cfg.kind, vocab)
         valid_ids, train_ids = split_ids(ids, train_cfg.valid_size)
+        self.tokenizer = info["tokenizer"] if resume else Tokenizer.for_ids(model_cfg.kind, vocab, train_ids)
         if train_ids.size == 0:
             raise CharlmError(f"the corpus has {ids.size} characters, all taken by --valid-size "
                               f"{train_cfg.valid_size}; nothing is left to train on")
         self.valid_ids = valid_ids
         unit = "characters" if model_cfg.kind == "char" else "character pairs"
-        self.generator = BatchGenerator(self.tokenizer.tokens(train_ids), train_cfg.batch_size,
-                                        train_cfg.unrollings, unit=unit)
+        train_tokens = self.tokenizer.tokens(train_ids)
+        self.generator = BatchGenerator(train_tokens, train_cfg.batch_size, train_cfg.unrollings, unit=unit)
+        # characters per token, for the chars/s and bits/char figures (1 or 2; about 2 when sparse)
+        self.chars_per_token = train_ids.size / max(train_tokens.size, 1) if self.tokenizer.sparse \
+            else self.tokenizer.chars_per_token
 
         tf.random.set_seed(train_cfg.seed)
         # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
@@ -126,7 +130,7 @@ class Trainer:
             self._restore()
         elif self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info)
+            ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info, self.tokenizer)
         self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096)
         self.sampler = Sampler(self.model, self.tokenizer)
         # autograph=False: every loop in these functions is an explicit tf.while_loop or a Python
@@ -280,7 +284,7 @@ class Trainer:
         time_limit = cfg.time_limit if time_limit is None else time_limit
         result = TrainResult(self.run_dir, self.step, 0.0)
         per_call = cfg.steps_per_call or MAX_STEPS_PER_CALL
-        chars_per_step = cfg.batch_size * cfg.unrollings * self.tokenizer.chars_per_token
+        chars_per_step = cfg.batch_size * cfg.unrollings * self.chars_per_token
         chief = self.is_chief
         writer = (tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR)) if chief
                   else tf.summary.create_noop_writer())
@@ -378,7 +382,7 @@ class Trainer:
     def _report(self, record: dict, writer):
         ckpt.append_metrics(self.run_dir, record)
         scalars = {"train/loss": record["loss"], "train/minibatch_perplexity": record["minibatch_perplexity"],
-                   "train/bits_per_char": record["loss"] / math.log(2) / self.tokenizer.chars_per_token,
+                   "train/bits_per_char": record["loss"] / math.log(2) / self.chars_per_token,
                    "train/learning_rate": record["learning_rate"], "train/grad_norm": record["grad_norm"],
                    "train/chars_per_sec": record["chars_per_sec"]}
         if "valid_perplexity" in record:

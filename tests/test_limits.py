@@ -1,0 +1,196 @@
+"""Reliability at the limits: bigram vocabularies that scale, memory estimates, a full disk, one
+writer per run folder.  Real training runs, real files, real filesystems and real signals."""
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, make_text
+
+CLI = [sys.executable, str(ROOT / "cli.py")]
+TINY = ["--hidden", "16", "--batch-size", "8", "--unrollings", "8", "--optimizer", "adam",
+        "--learning-rate", "0.01", "--log-every", "10", "--sample-every", "0", "--valid-size", "200"]
+
+
+def cli(*args, timeout=300, **kwargs):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          **kwargs)
+
+
+def assert_clean_error(proc, *words):
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error:"), proc.stderr[-2000:]
+    for w in words:
+        assert w in last, (w, last)
+    return last
+
+
+def cjk_text(n: int, distinct: int = 3000, seed: int = 0) -> str:
+    """Text over ``distinct`` CJK characters, Zipf-like frequencies (common pairs repeat)."""
+    rng = random.Random(seed)
+    alphabet = [chr(0x4E00 + k) for k in range(distinct)]
+    weights = [1.0 / (k + 1) for k in range(distinct)]
+    return "".join(rng.choices(alphabet, weights, k=n))
+
+
+# --------------------------------------------------------------------------- bigram vocabularies
+
+def greedy_reference(tok, ids):
+    """The sparse cut, one position at a time."""
+    v = tok.vocab.size
+    token_of = {int(a) * v + int(b): v + k for k, (a, b) in
+                enumerate(zip(tok.first[v:], tok.second[v:]))}
+    out, i = [], 0
+    while i < len(ids):
+        key = int(ids[i]) * v + int(ids[i + 1]) if i + 1 < len(ids) else None
+        if key in token_of:
+            out.append(token_of[key])
+            i += 2
+        else:
+            out.append(int(ids[i]))
+            i += 1
+    return out
+
+
+def test_dense_layout_is_kept_for_small_alphabets():
+    """text8's 27 symbols: exactly the 729 tokens a * 27 + b, and config.json is unchanged."""
+    from charlm.vocab import Tokenizer, Vocabulary
+
+    vocab = Vocabulary(" abcdefghijklmnopqrstuvwxyz")
+    ids = vocab.encode(make_text(5000, seed=2))
+    tok = Tokenizer.for_ids("bigram", vocab, ids)
+    assert not tok.sparse and tok.num_tokens == 729 and tok.to_dict() == {}
+    assert tok.tokens(ids).tolist() == (ids[:-1:2].astype(int) * 27 + ids[1::2]).tolist()
+    old = Tokenizer.from_dict("bigram", vocab, {})        # a config.json written before pair lists
+    assert old.num_tokens == 729 and np.array_equal(old.tokens(ids), tok.tokens(ids))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(70, 200), st.integers(0, 4000), st.integers(0, 3000), st.sampled_from([5, 8, 1 << 22]),
+       st.booleans(), st.integers(0, 2**31))
+def test_sparse_cut_is_the_greedy_cut(monkeypatch_module, distinct, train_len, text_len, chunk, search, seed):
+    """Vectorised, chunked, by table or by binary search: the same cut as the one-by-one loop."""
+    import charlm.vocab as vocab_module
+    from charlm.vocab import Tokenizer, Vocabulary
+
+    rng = np.random.default_rng(seed)
+    vocab = Vocabulary("".join(chr(0x4E00 + k) for k in range(distinct)))
+    skew = 1.0 / np.arange(1, distinct + 1)
+    draw = lambda n: rng.choice(distinct, size=n, p=skew / skew.sum()).astype(vocab.dtype)  # noqa: E731
+    tok = Tokenizer.for_ids("bigram", vocab, draw(train_len))
+    if not tok.sparse:
+        assert tok.num_tokens == distinct ** 2
+        return
+    monkeypatch_module.setattr(vocab_module, "CHUNK", chunk)
+    monkeypatch_module.setattr(vocab_module, "PAIR_TABLE_MAX", 0 if search else 1 << 26)
+    tok = Tokenizer.from_dict("bigram", vocab, tok.to_dict())     # through config.json's form
+    ids = draw(text_len)
+    tokens = tok.tokens(ids)
+    assert tokens.tolist() == greedy_reference(tok, ids)
+    assert tok.leftover(ids).size == 0 and tokens.dtype == tok.dtype
+    assert np.array_equal(tok.chars(tokens), ids)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def cjk_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cjk")
+    (root / "train.txt").write_text(cjk_text(30000, seed=1), encoding="utf-8")
+    (root / "heldout.txt").write_text(cjk_text(1001, seed=2), encoding="utf-8")
+    run = root / "run"
+    proc = cli("train", "--corpus", root / "train.txt", "--checkpoint-dir", run, "--model", "bigram",
+               "--embedding-size", "8", "--steps", "40", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_cjk_bigram_model_has_a_sensible_size(cjk_run):
+    from charlm.checkpoint import load_model, read_run_config
+
+    info = read_run_config(cjk_run)
+    vocab, tok = info["vocabulary"], info["tokenizer"]
+    pairs = info["tokens"]["pairs"]
+    assert vocab.size > 2000 and tok.sparse
+    # the pairs of the training text's cut (at most 14,900 of its 29,800 characters), not V**2 = 4M+
+    assert tok.num_tokens == vocab.size + len(pairs) and len(pairs) <= 14900
+    assert tok.num_tokens < vocab.size ** 2 / 100
+    model, loaded, _ = load_model(cjk_run)
+    assert model.num_tokens == loaded.num_tokens == tok.num_tokens
+    train = (cjk_run.parent / "train.txt").read_text(encoding="utf-8")[200:]
+    assert loaded.tokens(vocab.encode(train)).size == len(train) // 2    # every training pair is a token
+
+
+@pytest.mark.parametrize("prime", ["", "一", "一丁", "一丁七三"])
+def test_cjk_bigram_samples_exact_lengths(cjk_run, prime):
+    from charlm.sampling import sample
+
+    for length in (1, 2, 7, 50):
+        texts = sample(cjk_run, prime=prime, length=length, seed=length, num_samples=3)
+        assert all(t.startswith(prime) and len(t) == len(prime) + length for t in texts), (prime, length)
+    greedy = sample(cjk_run, prime=prime, length=9, temperature=0)
+    assert greedy == sample(cjk_run, prime=prime, length=9, temperature=0)
+
+
+def test_cjk_bigram_eval_scores_every_character_once(cjk_run):
+    from charlm.checkpoint import load_model
+    from charlm.scoring import Scorer, evaluate
+
+    text = (cjk_run.parent / "heldout.txt").read_text(encoding="utf-8")
+    proc = cli("eval", "--checkpoint", cjk_run, "--text-file", cjk_run.parent / "heldout.txt", "--json", "--oov", "skip")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    model, tok, _ = load_model(cjk_run)
+    ids = tok.vocab.encode(text, oov="skip")
+    tokens = tok.tokens(ids)
+    assert figures["characters"] == ids.size and figures["tokens"] == tokens.size
+    assert ids.size < 2 * tokens.size              # unseen pairs fell back to single characters
+    assert 0 < figures["nats_per_char"] < 20 and np.isfinite(figures["perplexity"])
+    # per token: the same total over the cut, whatever its mix of pairs and single characters
+    assert figures["nats_per_token"] * tokens.size == pytest.approx(figures["nats_per_char"] * ids.size)
+    score, _ = evaluate(cjk_run, text=text, oov="skip")
+    assert score.nats == pytest.approx(Scorer(model, tok).score_ids(ids).nats)
+
+
+EXPORT_LOADER = r"""
+import json, sys
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+out = {}
+for prime in ("", "一", "一丁", "一丁七"):
+    for length in (1, 6, 31):
+        s = m.generate(prime=tf.constant(prime), length=tf.constant(length), temperature=tf.constant(1.0))
+        out[f"{prime}|{length}"] = s.numpy().decode("utf-8")
+out["score"] = float(m.score(text=tf.constant(sys.argv[2])))
+print(json.dumps(out))
+"""
+
+
+def test_cjk_bigram_export(cjk_run, tmp_path):
+    from charlm.export import export
+    from charlm.scoring import evaluate
+
+    out = export(cjk_run, tmp_path / "saved")
+    held = (cjk_run.parent / "heldout.txt").read_text(encoding="utf-8")[:301]
+    proc = subprocess.run([sys.executable, "-c", EXPORT_LOADER, str(out), held], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key, text in got.items():
+        if key != "score":
+            prime, length = key.split("|")
+            assert text.startswith(prime) and len(text) == len(prime) + int(length), key
+    score, _ = evaluate(cjk_run, text=held, oov="skip")
+    assert got["score"] == pytest.approx(score.nats_per_char, rel=1e-4)
