@@ -7,6 +7,7 @@
     <run>/ckpt/           tf.train.Checkpoint files (CheckpointManager keeps the last few)
     <run>/metrics.jsonl   one JSON object per logging step
     <run>/logs/           TensorBoard event files
+    <run>/train.lock      held (flock) by the one ``train`` writing the folder; see RunLock
 
 ``config.json`` is written to a temporary file and renamed into place; TensorFlow writes the
 checkpoint files before it updates the ``checkpoint`` index, so an interrupted save leaves the
@@ -29,6 +30,8 @@ CONFIG_FILE = "config.json"
 CKPT_DIR = "ckpt"
 METRICS_FILE = "metrics.jsonl"
 LOG_DIR = "logs"
+LOCK_FILE = "train.lock"
+READ_ATTEMPTS = 5
 FORMAT_VERSION = 1
 DEFAULT_ROOT = "checkpoints"
 
@@ -94,7 +97,12 @@ def latest_checkpoint(run_dir) -> str:
 
 
 def load_model(run_dir, dtype=None):
-    """Rebuild the model of a run folder with its newest weights: ``(model, tokenizer, info)``."""
+    """Rebuild the model of a run folder with its newest weights: ``(model, tokenizer, info)``.
+
+    Needs no lock: a training run may be writing the folder.  The ``checkpoint`` index names a
+    checkpoint only once its files are complete, but CheckpointManager deletes old ones; a reader
+    that loses that race (its checkpoint vanished under it) retries with the newest one.
+    """
     import tensorflow as tf
 
     from .model import CharLM
@@ -103,15 +111,62 @@ def load_model(run_dir, dtype=None):
     tokenizer = info["tokenizer"]
     model = CharLM(info["model_config"], tokenizer.num_tokens, dtype=dtype or tf.float32)
     path = latest_checkpoint(run_dir)
-    try:
-        status = tf.train.Checkpoint(model=model).restore(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except Exception as e:  # noqa: BLE001 - a damaged file surfaces as many error types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CharlmError(f"cannot load the weights in {path}: corrupt or incomplete checkpoint ({first[:200]})")
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            status = tf.train.Checkpoint(model=model).restore(path)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+            break
+        except Exception as e:  # noqa: BLE001 - a damaged file surfaces as many error types
+            newer = latest_checkpoint(run_dir)
+            if newer != path and attempt + 1 < READ_ATTEMPTS:
+                path = newer                    # deleted by a training run while read: take the newest
+                continue
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CharlmError(f"cannot load the weights in {path}: corrupt or incomplete checkpoint ({first[:200]})")
     info["checkpoint_path"] = path
     return model, tokenizer, info
+
+
+class RunLock:
+    """``train``'s hold on its run folder: an exclusive ``flock`` on ``<run>/train.lock``.
+
+    The file names the holder (PID, host, start time) for the message a second writer gets.  The
+    kernel releases an flock when its process ends in any way (SIGKILL included), so a stale file
+    never blocks; the file itself stays (removing it would race with the next taker).  Readers
+    (``sample``, ``eval``, ``export``) take no lock.  flock is local to one machine; on a network
+    filesystem it may not exclude a writer on another host.
+    """
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import socket
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 400).decode("utf-8", "replace").strip() or "a process that is just starting"
+            os.close(fd)
+            raise CharlmError(f"{self.path.parent} is being trained by another process ({holder}); "
+                              f"wait for it to end or stop it first (nothing was changed)")
+        try:                # who holds it; a full disk must not stop the run from starting
+            os.ftruncate(fd, 0)
+            os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, "
+                         f"since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        except OSError:
+            pass
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)           # closing the descriptor drops the flock
+            self.fd = None
 
 
 def find_latest_run(root=DEFAULT_ROOT) -> Path:

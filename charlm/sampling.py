@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import CharlmError
+from .resources import check_sampling
 from .vocab import Tokenizer
 
 
@@ -68,6 +69,7 @@ class Sampler:
             steps = tok.sample_steps(length, opened=True)
         else:
             steps = tok.sample_steps(length)
+        check_sampling(tok.num_tokens, model.config.hidden, model.config.layers, num_samples, steps)
         if seed is None:
             seed = int.from_bytes(os.urandom(7), "little")
         out = self._loop_fn(logits, state, tf.constant(steps, tf.int32),

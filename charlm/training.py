@@ -34,6 +34,7 @@ from .errors import CharlmError
 from .scoring import Scorer
 from .model import CharLM
 from .optim import learning_rate, make_optimizer
+from .resources import check_training
 from .sampling import Sampler
 from .vocab import Tokenizer, Vocabulary
 
@@ -102,6 +103,9 @@ class Trainer:
         unit = "characters" if model_cfg.kind == "char" else "character pairs"
         train_tokens = self.tokenizer.tokens(train_ids)
         self.generator = BatchGenerator(train_tokens, train_cfg.batch_size, train_cfg.unrollings, unit=unit)
+        # before anything large is built: does it fit?
+        check_training(model_cfg, train_cfg, self.tokenizer.num_tokens, self.tokenizer.tokens(valid_ids).size,
+                       distribution.replicas if distribution else 1)
         # characters per token, for the chars/s and bits/char figures (1 or 2; about 2 when sparse)
         self.chars_per_token = train_ids.size / max(train_tokens.size, 1) if self.tokenizer.sparse \
             else self.tokenizer.chars_per_token
@@ -448,6 +452,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     # threads and devices are fixed before TensorFlow runs its first op
     set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
     distribution = setup_distribution(distribute, replicas)
+    chief = distribution is None or distribution.is_chief
     if resume:
         run_dir = Path(checkpoint_dir)
         corpus_text = text if text is not None else _load_corpus(train_cfg.corpus)
@@ -456,13 +461,9 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
             raise CharlmError("--distribute multi-worker needs --checkpoint-dir (the same folder for "
                               "every worker; the chief writes it)")
         run_dir = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_run_dir(preset, model_cfg.kind)
-        chief = distribution is None or distribution.is_chief
         if chief and run_dir.exists() and not run_dir.is_dir():
             raise CharlmError(f"--checkpoint-dir {run_dir} is a file, not a directory")
-        if chief and run_dir.is_dir() and any(run_dir.iterdir()):
-            what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
-            raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
-                              f"or choose another --checkpoint-dir (nothing was changed)")
+        _refuse_a_used_folder(run_dir, chief)
         if text is None:
             corpus_text = _load_corpus(train_cfg.corpus)
             if Path(train_cfg.corpus).is_file():     # remember where it was, for --resume and eval --split
@@ -472,7 +473,15 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     info = {"preset": preset}
     if distribution:
         info.update(distribute=distribution.mode, replicas=distribution.replicas)
+    # one writer per run folder: the chief holds its lock from here to the end of the run
+    created = chief and not run_dir.exists()
+    lock = None
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = ckpt.RunLock(run_dir).acquire()
     try:
+        if not resume:
+            _refuse_a_used_folder(run_dir, chief)    # again, now that no other train can start in it
         trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
                           extra_info=info, distribution=distribution)
         return trainer.run()
@@ -482,3 +491,17 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         raise CharlmError(f"--distribute {distribution.mode}: training stopped in a collective step "
                           f"({type(e).__name__}): a worker died or cannot be reached; the last "
                           f"checkpoint is kept, start every worker again with --resume")
+    finally:
+        if lock:
+            lock.release()
+        if created and {p.name for p in run_dir.iterdir()} <= {ckpt.LOCK_FILE}:
+            shutil.rmtree(run_dir, ignore_errors=True)     # a new run that wrote nothing leaves nothing
+
+
+def _refuse_a_used_folder(run_dir: Path, chief: bool):
+    """A new run starts only in a missing or empty folder (a lock file left by a run is no content)."""
+    if chief and run_dir.is_dir() and any(p.name != ckpt.LOCK_FILE for p in run_dir.iterdir()):
+        ckpt.RunLock(run_dir).acquire().release()      # a run training in it: name that process
+        what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
+        raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
+                          f"or choose another --checkpoint-dir (nothing was changed)")
