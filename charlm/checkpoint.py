@@ -62,7 +62,11 @@ def write_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig, voca
     }
     if tokenizer is not None and tokenizer.to_dict():     # a sparse bigram model's pair list
         data["tokens"] = tokenizer.to_dict()
-    atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise CharlmError(f"cannot write {path}: {write_failure(run_dir, e)}")
 
 
 def read_run_config(run_dir) -> dict:
@@ -184,5 +188,45 @@ def default_run_dir(preset: str, kind: str, root=DEFAULT_ROOT) -> Path:
 
 
 def append_metrics(run_dir, record: dict):
-    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    """One JSON line; a write that fails (a full disk) is cut back off, so no half line is left."""
+    data = (json.dumps(record) + "\n").encode("utf-8")
+    with open(Path(run_dir) / METRICS_FILE, "ab", buffering=0) as f:
+        start = os.fstat(f.fileno()).st_size
+        try:
+            while data:
+                data = data[f.write(data):]
+        except OSError:
+            f.truncate(start)
+            raise
+
+
+def write_failure(folder, error: BaseException) -> str:
+    """``No space left on device, 0 B free``: why a write into ``folder`` failed, and the room left."""
+    from .resources import free_disk
+
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    else:       # TensorFlow: "{{function_node ...}} <file>; No space left on device [Op:SaveV2]"
+        text = (str(getattr(error, "message", error)).strip().splitlines() or [type(error).__name__])[0]
+        reason = text.rsplit("; ", 1)[-1].split(" [Op:")[0].strip()[:120]
+    return f"{reason}, {free_disk(folder)}"
+
+
+def remove_partial_checkpoint(ckpt_dir, step: int):
+    """After a failed save of ``ckpt-<step>``: delete what it left (its ``_temp`` folder, files of
+    that number the ``checkpoint`` index does not name, the index's own temporary file)."""
+    import shutil
+
+    import tensorflow as tf
+
+    ckpt_dir = Path(ckpt_dir)
+    latest = tf.train.latest_checkpoint(str(ckpt_dir))
+    saved = latest is not None and Path(latest).name == f"ckpt-{step}"
+    for path in ckpt_dir.glob(f"ckpt-{step}*"):
+        if path.name == f"ckpt-{step}_temp" and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif not saved and path.name.split(".")[0] == f"ckpt-{step}":
+            path.unlink(missing_ok=True)
+    for path in ckpt_dir.glob("checkpoint.tmp*"):
+        path.unlink(missing_ok=True)
+    return tf.train.latest_checkpoint(str(ckpt_dir))

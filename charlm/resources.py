@@ -77,7 +77,7 @@ def _pick(options):
 
 def training_memory(num_tokens: int, hidden: int, layers: int, embedding_size: int, batch_size: int,
                     unrollings: int, optimizer: str = "sgd", valid_tokens: int = 0,
-                    score_chunk: int = 4096, replicas: int = 1) -> Estimate:
+                    score_chunk: int = 4096, replicas: int = 1, kind: str = "char") -> Estimate:
     """What training the model of these sizes needs (Python integers: no size overflows)."""
     n, h, L, e, b, t = num_tokens, hidden, layers, embedding_size, batch_size, unrollings
     in0 = e if e else n
@@ -91,7 +91,7 @@ def training_memory(num_tokens: int, hidden: int, layers: int, embedding_size: i
                          ((in0 - e) * 4 * h + deeper + 4 * h * h, "--hidden or --layers"), (out, "--hidden")])
     chunk = min(score_chunk, 1 << max(0, (valid_tokens - 1).bit_length())) if valid_tokens else 0
     token_flag = "--batch-size or --unrollings" + (
-        f" (or use --model char: this text makes {num_tokens:,} bigram tokens)" if n > 100_000 else "")
+        f" (or use --model char: this text makes {num_tokens:,} bigram tokens)" if kind == "bigram" and n > 20_000 else "")
     training = [
         Part("weights, gradients and optimizer slots", copies * params * FLOAT * replicas, weight_flag),
         Part("activations kept for backpropagation", ACTIVATIONS_PER_UNIT * t * b * h * L * FLOAT,
@@ -179,7 +179,7 @@ def check(estimate: Estimate, what: str = "training this model"):
 def check_training(model_cfg, train_cfg, num_tokens: int, valid_tokens: int, replicas: int = 1) -> Estimate:
     estimate = training_memory(num_tokens, model_cfg.hidden, model_cfg.layers, model_cfg.embedding_size,
                                train_cfg.batch_size, train_cfg.unrollings, train_cfg.optimizer,
-                               valid_tokens, replicas=replicas)
+                               valid_tokens, replicas=replicas, kind=model_cfg.kind)
     check(estimate)
     return estimate
 

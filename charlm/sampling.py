@@ -51,6 +51,8 @@ class Sampler:
             raise CharlmError(f"--num-samples must be at least 1 (got {num_samples})")
         tok = self.tokenizer
         model = self.model
+        check_sampling(tok.num_tokens, model.config.hidden, model.config.layers, num_samples,
+                       tok.sample_steps(length, opened=True))
         if length == 0:
             return [prime] * num_samples
         ids = tok.vocab.encode(prime, oov=oov, what="prime")
@@ -69,7 +71,6 @@ class Sampler:
             steps = tok.sample_steps(length, opened=True)
         else:
             steps = tok.sample_steps(length)
-        check_sampling(tok.num_tokens, model.config.hidden, model.config.layers, num_samples, steps)
         if seed is None:
             seed = int.from_bytes(os.urandom(7), "little")
         out = self._loop_fn(logits, state, tf.constant(steps, tf.int32),

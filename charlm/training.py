@@ -146,6 +146,7 @@ class Trainer:
             self._train_fn = tf.function(self._train_block_distributed, reduce_retracing=True, autograph=False)
             self._agree_fn = tf.function(self._any_replica)
         self._stop_signal = None
+        self._logs_off = set()          # "metrics", "TensorBoard logs": writes that failed once
         self.show_progress = log is _log and sys.stderr.isatty()
 
     # -- the compiled block of steps ---------------------------------------------------------------
@@ -250,7 +251,18 @@ class Trainer:
 
     def save(self):
         self.cursors.assign(self.generator.cursors)
-        self.manager.save(checkpoint_number=self.step)
+        try:
+            self.manager.save(checkpoint_number=self.step)
+        except (OSError, tf.errors.OpError) as e:
+            if not self.is_chief:
+                raise
+            # a full disk or a failing write: remove what the save left, name what is still good
+            folder = self.run_dir / ckpt.CKPT_DIR
+            good = ckpt.remove_partial_checkpoint(folder, self.step)
+            last = (f"the last good checkpoint is {good}, continue from it with --resume once there is room"
+                    if good else "there is no earlier checkpoint")
+            raise CharlmError(f"cannot save the checkpoint of step {self.step} in {folder} "
+                              f"({ckpt.write_failure(folder, e)}); its half-written files were removed; {last}")
 
     @property
     def step(self) -> int:
@@ -290,8 +302,10 @@ class Trainer:
         per_call = cfg.steps_per_call or MAX_STEPS_PER_CALL
         chars_per_step = cfg.batch_size * cfg.unrollings * self.chars_per_token
         chief = self.is_chief
-        writer = (tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR)) if chief
-                  else tf.summary.create_noop_writer())
+        self.writer = tf.summary.create_noop_writer()
+        if chief:
+            self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, lambda: setattr(
+                self, "writer", tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR))))
         previous = self._install_signals()
         start = time.perf_counter()
         window_losses, window_start, window_steps = [], time.perf_counter(), 0
@@ -340,14 +354,13 @@ class Trainer:
                         record.update(valid_perplexity=score.perplexity, valid_bpc=score.bits_per_char)
                         result.valid_perplexity = score.perplexity
                     record["time"] = round(time.perf_counter() - start, 3)
-                    self._report(record, writer)
+                    self._report(record)
                     result.history.append(record)
                     window_losses, window_start, window_steps = [], time.perf_counter(), 0
                 if chief and cfg.sample_every and step % cfg.sample_every == 0:
                     texts = self._samples()
                     self.log("=" * 80 + "\n" + "\n".join(texts) + "\n" + "=" * 80)
-                    with writer.as_default(step=step):
-                        tf.summary.text("samples", "\n\n".join(texts))
+                    self._summaries(step, lambda: tf.summary.text("samples", "\n\n".join(texts)))
                 if ending or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                     self.save()
                 if out_of_time:
@@ -366,7 +379,7 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            writer.close()
+            self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, self.writer.close)
             if self._scratch:
                 shutil.rmtree(self._scratch, ignore_errors=True)
         result.step = self.step
@@ -383,18 +396,41 @@ class Trainer:
                          f"loss {loss:.4f}  {chars_per_sec:,.0f} chars/s \033[K")
         sys.stderr.flush()
 
-    def _report(self, record: dict, writer):
-        ckpt.append_metrics(self.run_dir, record)
+    def _logging(self, what: str, path: Path, write) -> bool:
+        """Run ``write``; when it fails (a full disk), say so once and go on without ``what``."""
+        if what in self._logs_off:
+            return False
+        try:
+            write()
+            return True
+        except (OSError, tf.errors.OpError) as e:
+            self._logs_off.add(what)
+            if what == "TensorBoard logs":
+                self.writer = tf.summary.create_noop_writer()
+            self.log(f"warning: cannot write {path} at step {self.step} ({ckpt.write_failure(path.parent, e)}); "
+                     f"training goes on without {what}")
+            return False
+
+    def _summaries(self, step: int, write):
+        """TensorBoard summaries of ``step``, flushed so that a failing disk shows at once."""
+        def write_and_flush():
+            with self.writer.as_default(step=step):
+                write()
+            self.writer.flush()
+        self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, write_and_flush)
+
+    def _report(self, record: dict):
+        self._logging("metrics", self.run_dir / ckpt.METRICS_FILE, lambda: ckpt.append_metrics(self.run_dir, record))
         scalars = {"train/loss": record["loss"], "train/minibatch_perplexity": record["minibatch_perplexity"],
                    "train/bits_per_char": record["loss"] / math.log(2) / self.chars_per_token,
                    "train/learning_rate": record["learning_rate"], "train/grad_norm": record["grad_norm"],
                    "train/chars_per_sec": record["chars_per_sec"]}
         if "valid_perplexity" in record:
             scalars.update({"valid/perplexity": record["valid_perplexity"], "valid/bits_per_char": record["valid_bpc"]})
-        with writer.as_default(step=record["step"]):
-            for name, value in scalars.items():
-                # a diverging run's perplexity can pass what a summary holds (float32): show it as inf
-                tf.summary.scalar(name, float(value) if abs(value) < 3e38 else math.copysign(math.inf, value))
+        # a diverging run's perplexity can pass what a summary holds (float32): show it as inf
+        self._summaries(record["step"], lambda: [tf.summary.scalar(
+            name, float(value) if abs(value) < 3e38 else math.copysign(math.inf, value))
+            for name, value in scalars.items()])
         valid = (f"  valid ppl {record['valid_perplexity']:.2f}" if "valid_perplexity" in record else "")
         if self.show_progress:
             sys.stderr.write("\r\033[K")

@@ -194,3 +194,82 @@ def test_cjk_bigram_export(cjk_run, tmp_path):
             assert text.startswith(prime) and len(text) == len(prime) + int(length), key
     score, _ = evaluate(cjk_run, text=held, oov="skip")
     assert got["score"] == pytest.approx(score.nats_per_char, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- memory
+
+def test_huge_hidden_ends_in_one_line():
+    proc = cli("train", "--corpus", ROOT / "tests" / "conftest.py", "--valid-size", "0", "--hidden", 40000,
+               "--checkpoint-dir", "/nonexistent/never-made")
+    last = assert_clean_error(proc, "memory", "--hidden", "is there")
+    assert "GB" in last
+
+
+def test_huge_bigram_vocabulary_ends_in_one_line(tmp_path):
+    """20,000 distinct characters, 200,000 of them: ~120,000 bigram tokens; 50 x 1000 positions of
+    their logits need ~70 GB."""
+    corpus = tmp_path / "wide.txt"
+    corpus.write_text(cjk_text(200000, distinct=20000, seed=3), encoding="utf-8")
+    proc = cli("train", "--corpus", corpus, "--model", "bigram", "--batch-size", 1000, "--unrollings", 50,
+               "--checkpoint-dir", tmp_path / "run")
+    assert_clean_error(proc, "output logits", "--batch-size or --unrollings", "--model char")
+    assert not (tmp_path / "run").exists()
+
+
+def test_sampling_sizes_end_in_one_line(cjk_run):
+    assert_clean_error(cli("sample", "--checkpoint", cjk_run, "--length", 10**12), "--length")
+    assert_clean_error(cli("sample", "--checkpoint", cjk_run, "--num-samples", 10**9), "--num-samples")
+
+
+SIZES = st.one_of(st.integers(1, 6), st.integers(10**4, 10**7), st.integers(10**7, 10**40))
+
+
+@settings(max_examples=12, deadline=None)
+@given(hidden=SIZES, layers=SIZES, batch=SIZES, unrollings=SIZES, embedding=st.one_of(st.just(0), SIZES))
+def test_no_size_ends_in_a_traceback(tmp_path_factory, monkeypatch_module, hidden, layers, batch, unrollings,
+                                     embedding):
+    """Whatever sizes a user types: a trained step or one CharlmError line (64 MB allowed here)."""
+    from charlm.errors import CharlmError
+    from charlm.training import train
+
+    monkeypatch_module.setenv("CHARLM_MEMORY_LIMIT", str(64 << 20))
+    run = tmp_path_factory.mktemp("sizes") / "run"
+    try:
+        result = train(text=make_text(3000, seed=1), checkpoint_dir=run, hidden=hidden, layers=layers,
+                       batch_size=batch, unrollings=unrollings, embedding_size=embedding, steps=1,
+                       log_every=1, sample_every=0, checkpoint_every=0, valid_size=0, log=lambda m: None)
+        assert result.step == 1
+    except CharlmError as e:
+        assert "\n" not in str(e)
+    finally:
+        monkeypatch_module.delenv("CHARLM_MEMORY_LIMIT")
+
+
+RSS = r"""
+import json, resource, sys
+from charlm.runtime import import_tensorflow_quietly
+import_tensorflow_quietly()
+from charlm.resources import training_memory
+from charlm.training import train
+from conftest import make_text
+text = make_text(200000, seed=1)
+rss = lambda: int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]) * 1024
+base = rss()
+train(text=text, checkpoint_dir=sys.argv[1], hidden=768, batch_size=128, unrollings=20, optimizer="adam",
+      steps=1, log_every=1, sample_every=0, checkpoint_every=0, valid_size=0, log=lambda m: None)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"growth": peak - base, "estimate": training_memory(len(set(text)), 768, 1, 0, 128, 20, "adam",
+                                                                     0).total}))
+"""
+
+
+def test_estimate_is_near_the_real_peak(tmp_path):
+    """A model whose memory is its activations and weights (768 units, 128 x 20): the estimate is
+    within a factor of 2.5 of how much the process grew while training it."""
+    proc = subprocess.run([sys.executable, "-c", RSS, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env={**__import__("os").environ,
+                                                      "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(got)
+    assert got["growth"] / 2.5 < got["estimate"] < got["growth"] * 2.5, got
