@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -90,11 +91,35 @@ def read_run_config(run_dir) -> dict:
     return data
 
 
-def latest_checkpoint(run_dir) -> str:
-    """Path prefix of the newest weights in ``run_dir``, or a clear error."""
+def _newest_saved(ckpt_dir: Path) -> str | None:
+    """The prefix the ``checkpoint`` index names, once its files exist.
+
+    TensorFlow rewrites that small index in place, so a reader can meet it half written (seen
+    here: ``all_mo``); such a read is retried a moment later instead of being taken for "no
+    checkpoint" with a parse warning.
+    """
     import tensorflow as tf
 
-    path = tf.train.latest_checkpoint(str(Path(run_dir) / CKPT_DIR))
+    for _ in range(20):
+        try:
+            text = (ckpt_dir / "checkpoint").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        found = re.search(r'^model_checkpoint_path: "([^"\n]+)"$', text, re.M)
+        if found:
+            path = Path(found.group(1))
+            path = path if path.is_absolute() else ckpt_dir / path
+            if Path(f"{path}.index").exists():
+                return str(path)
+        time.sleep(0.05)
+    return tf.train.latest_checkpoint(str(ckpt_dir))
+
+
+def latest_checkpoint(run_dir) -> str:
+    """Path prefix of the newest weights in ``run_dir``, or a clear error."""
+    path = _newest_saved(Path(run_dir) / CKPT_DIR)
     if path is None:
         raise CharlmError(f"{run_dir} holds no saved weights yet (no checkpoint in {Path(run_dir) / CKPT_DIR})")
     return path

@@ -273,3 +273,162 @@ def test_estimate_is_near_the_real_peak(tmp_path):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     print(got)
     assert got["growth"] / 2.5 < got["estimate"] < got["growth"] * 2.5, got
+
+
+# --------------------------------------------------------------------------- a full disk
+
+@pytest.fixture(scope="module")
+def char_corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("chars") / "corpus.txt"
+    path.write_text(make_text(20000, seed=5, sentences=True))
+    return path
+
+
+def mount_tmpfs(folder, size_bytes):
+    """A real small filesystem, or the reason there is none here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(folder)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    return None if proc.returncode == 0 else (proc.stderr.strip() or f"mount exited {proc.returncode}")
+
+
+def file_size_limit(limit):
+    """preexec_fn: writes past ``limit`` bytes fail with EFBIG (SIGXFSZ ignored, so no signal)."""
+    def apply():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.fixture(scope="module")
+def saved_twice(char_corpus, tmp_path_factory):
+    """A run with checkpoints at steps 10 and 20 (Adam, 64 units: ~100 KB each)."""
+    first = tmp_path_factory.mktemp("saved") / "first"
+    proc = cli("train", "--corpus", char_corpus, "--checkpoint-dir", first, "--steps", 20, "--hidden", "64",
+               "--batch-size", "8", "--unrollings", "8", "--optimizer", "adam", "--learning-rate", "0.01",
+               "--log-every", "10", "--sample-every", "0", "--valid-size", "200", "--checkpoint-every", "10")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return first
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+def test_full_disk_during_checkpoint_save(saved_twice, tmp_path, how):
+    """A save that cannot finish: one line (folder, step, free space, last good checkpoint), no
+    half-written files, the last good checkpoint loads and the run resumes from it elsewhere."""
+    import shutil
+
+    from charlm.checkpoint import load_model
+
+    first = saved_twice
+    data = max((first / "ckpt").glob("ckpt-20.data-*"), key=lambda p: p.stat().st_size).stat().st_size
+    if how == "tmpfs":
+        used = sum(p.stat().st_size for p in first.rglob("*") if p.is_file())
+        disk = tmp_path / "disk"
+        why = mount_tmpfs(disk, (used + data // 2) // 4096 * 4096 + 4096 * 8)
+        if why:
+            pytest.skip(f"cannot mount a tmpfs here ({why}); the rlimit variant covers the failing write")
+        run, limit = disk / "run", None
+    else:
+        run, limit = tmp_path / "run", file_size_limit(data // 2)
+    try:
+        shutil.copytree(first, run)
+        proc = subprocess.run([*CLI, "train", "--resume", "--checkpoint-dir", str(run), "--steps", "30"],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT, preexec_fn=limit)
+        last = assert_clean_error(proc, "cannot save the checkpoint of step 30", str(run / "ckpt"), "free",
+                                  f"last good checkpoint is {run / 'ckpt' / 'ckpt-20'}")
+        assert ("No space left on device" if how == "tmpfs" else "File too large") in last
+        left = sorted(p.name for p in (run / "ckpt").iterdir())
+        assert not [n for n in left if "temp" in n or n.startswith("ckpt-30")], left
+        model, _, info = load_model(run)
+        assert info["checkpoint_path"].endswith("ckpt-20")
+        assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+        if how == "tmpfs":
+            return
+        again = tmp_path / "again"                 # with room again, the run goes on from step 20
+        shutil.copytree(run, again)
+        resumed = cli("train", "--resume", "--checkpoint-dir", again, "--steps", 30)
+        assert resumed.returncode == 0 and "resumed" in resumed.stderr and json.loads(
+            resumed.stdout.strip().splitlines()[-1])["step"] == 30, resumed.stderr[-2000:]
+    finally:
+        if how == "tmpfs":
+            subprocess.run(["umount", str(tmp_path / "disk")], timeout=30)
+
+
+def test_failing_metrics_and_tensorboard_writes_warn_once(char_corpus, tmp_path):
+    """Files of at most 12 KB: metrics.jsonl and the event file outgrow it, the checkpoint does not;
+    training finishes, says so once for each, and metrics.jsonl holds whole lines only."""
+    run = tmp_path / "run"
+    proc = subprocess.run([*CLI, "train", "--corpus", str(char_corpus), "--checkpoint-dir", str(run),
+                           "--hidden", "4", "--batch-size", "8", "--unrollings", "8", "--steps", "100",
+                           "--log-every", "1", "--sample-every", "0", "--valid-size", "0",
+                           "--checkpoint-every", "50"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, preexec_fn=file_size_limit(12000))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 100
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: cannot write")]
+    assert len(warnings) == 2, proc.stderr[-3000:]
+    assert any("metrics.jsonl" in w and "without metrics" in w and "File too large" in w for w in warnings)
+    assert any("logs" in w and "without TensorBoard logs" in w for w in warnings)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 5 < len(records) < 100 and [r["step"] for r in records] == list(range(1, len(records) + 1))
+    from charlm.checkpoint import load_model
+
+    assert load_model(run)[2]["checkpoint_path"].endswith("ckpt-100")
+
+
+# --------------------------------------------------------------------------- one writer per run
+
+def wait_for(predicate, seconds=180):
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_one_writer_readers_read_while_it_writes_and_sigkill_frees_the_lock(char_corpus, tmp_path):
+    import signal
+    import time
+
+    from charlm.checkpoint import load_model
+
+    run = tmp_path / "run"
+    writer = subprocess.Popen([*CLI, "train", "--corpus", str(char_corpus), "--checkpoint-dir", str(run),
+                               "--steps", "100000000", *TINY[:-6], "--log-every", "2", "--sample-every", "0",
+                               "--valid-size", "0", "--checkpoint-every", "2"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: (run / "ckpt" / "checkpoint").exists()), "training never saved"
+        holder = f"process {writer.pid}"
+        assert holder in (run / "train.lock").read_text()
+        assert_clean_error(cli("train", "--resume", "--checkpoint-dir", run, "--steps", 10**9),
+                           "being trained by another process", holder)
+        assert_clean_error(cli("train", "--corpus", char_corpus, "--checkpoint-dir", run),
+                           "being trained by another process", holder)
+        # readers take no lock and always get a complete checkpoint, while old ones are deleted
+        load_model(run)                  # TensorFlow's first use in this process, not timed
+        seen, start = [], time.time()
+        while time.time() - start < 8 or len(seen) < 10:
+            model, _, info = load_model(run)
+            seen.append(int(info["checkpoint_path"].rsplit("-", 1)[1]))
+        assert len(set(seen)) > 3 and seen == sorted(seen), seen
+        sample = cli("sample", "--checkpoint", run, "--length", 20, "--seed", 1)
+        assert sample.returncode == 0 and len(sample.stdout.rstrip("\n")) == 20, sample.stderr[-2000:]
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.communicate(timeout=60)
+    assert writer.returncode == -signal.SIGKILL
+    assert holder in (run / "train.lock").read_text()       # the dead holder's file stays, unlocked
+    step = int(load_model(run)[2]["checkpoint_path"].rsplit("-", 1)[1])
+    resumed = cli("train", "--resume", "--checkpoint-dir", run, "--steps", step + 4)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == step + 4
