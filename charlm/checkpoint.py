@@ -2,10 +2,12 @@
 
 ::
 
-    <run>/config.json     model + training configuration, vocabulary, corpus spec
+    <run>/config.json     model + training configuration, vocabulary (and a sparse bigram
+                          model's pair list), corpus spec
     <run>/ckpt/           tf.train.Checkpoint files (CheckpointManager keeps the last few)
     <run>/metrics.jsonl   one JSON object per logging step
     <run>/logs/           TensorBoard event files
+    <run>/train.lock      held (flock) by the one ``train`` writing the folder; see RunLock
 
 ``config.json`` is written to a temporary file and renamed into place; TensorFlow writes the
 checkpoint files before it updates the ``checkpoint`` index, so an interrupted save leaves the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +31,8 @@ CONFIG_FILE = "config.json"
 CKPT_DIR = "ckpt"
 METRICS_FILE = "metrics.jsonl"
 LOG_DIR = "logs"
+LOCK_FILE = "train.lock"
+READ_ATTEMPTS = 5
 FORMAT_VERSION = 1
 DEFAULT_ROOT = "checkpoints"
 
@@ -48,7 +53,7 @@ def atomic_write_text(path: Path, text: str):
 
 
 def write_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig, vocab: Vocabulary,
-                     extra: dict | None = None):
+                     extra: dict | None = None, tokenizer: Tokenizer | None = None):
     data = {
         "format": FORMAT_VERSION,
         "model": dataclasses.asdict(model),
@@ -56,7 +61,13 @@ def write_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig, voca
         "vocab": vocab.to_dict(),
         **(extra or {}),
     }
-    atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    if tokenizer is not None and tokenizer.to_dict():     # a sparse bigram model's pair list
+        data["tokens"] = tokenizer.to_dict()
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise CharlmError(f"cannot write {path}: {write_failure(run_dir, e)}")
 
 
 def read_run_config(run_dir) -> dict:
@@ -73,40 +84,118 @@ def read_run_config(run_dir) -> dict:
         data["model_config"] = ModelConfig(**data["model"]).validate()
         data["train_config"] = TrainConfig(**data["train"])
         data["vocabulary"] = Vocabulary.from_dict(data["vocab"])
+        data["tokenizer"] = Tokenizer.from_dict(data["model_config"].kind, data["vocabulary"],
+                                                data.get("tokens", {}))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, CharlmError) as e:
         raise CharlmError(f"{path} is corrupt or from an incompatible version ({type(e).__name__}: {e})")
     return data
 
 
-def latest_checkpoint(run_dir) -> str:
-    """Path prefix of the newest weights in ``run_dir``, or a clear error."""
+def _newest_saved(ckpt_dir: Path) -> str | None:
+    """The prefix the ``checkpoint`` index names, once its files exist.
+
+    TensorFlow rewrites that small index in place, so a reader can meet it half written (seen
+    here: ``all_mo``); such a read is retried a moment later instead of being taken for "no
+    checkpoint" with a parse warning.
+    """
     import tensorflow as tf
 
-    path = tf.train.latest_checkpoint(str(Path(run_dir) / CKPT_DIR))
+    for _ in range(20):
+        try:
+            text = (ckpt_dir / "checkpoint").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        found = re.search(r'^model_checkpoint_path: "([^"\n]+)"$', text, re.M)
+        if found:
+            path = Path(found.group(1))
+            path = path if path.is_absolute() else ckpt_dir / path
+            if Path(f"{path}.index").exists():
+                return str(path)
+        time.sleep(0.05)
+    return tf.train.latest_checkpoint(str(ckpt_dir))
+
+
+def latest_checkpoint(run_dir) -> str:
+    """Path prefix of the newest weights in ``run_dir``, or a clear error."""
+    path = _newest_saved(Path(run_dir) / CKPT_DIR)
     if path is None:
         raise CharlmError(f"{run_dir} holds no saved weights yet (no checkpoint in {Path(run_dir) / CKPT_DIR})")
     return path
 
 
 def load_model(run_dir, dtype=None):
-    """Rebuild the model of a run folder with its newest weights: ``(model, tokenizer, info)``."""
+    """Rebuild the model of a run folder with its newest weights: ``(model, tokenizer, info)``.
+
+    Needs no lock: a training run may be writing the folder.  The ``checkpoint`` index names a
+    checkpoint only once its files are complete, but CheckpointManager deletes old ones; a reader
+    that loses that race (its checkpoint vanished under it) retries with the newest one.
+    """
     import tensorflow as tf
 
     from .model import CharLM
 
     info = read_run_config(run_dir)
-    tokenizer = Tokenizer(info["model_config"].kind, info["vocabulary"])
+    tokenizer = info["tokenizer"]
     model = CharLM(info["model_config"], tokenizer.num_tokens, dtype=dtype or tf.float32)
     path = latest_checkpoint(run_dir)
-    try:
-        status = tf.train.Checkpoint(model=model).restore(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except Exception as e:  # noqa: BLE001 - a damaged file surfaces as many error types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CharlmError(f"cannot load the weights in {path}: corrupt or incomplete checkpoint ({first[:200]})")
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            status = tf.train.Checkpoint(model=model).restore(path)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+            break
+        except Exception as e:  # noqa: BLE001 - a damaged file surfaces as many error types
+            newer = latest_checkpoint(run_dir)
+            if newer != path and attempt + 1 < READ_ATTEMPTS:
+                path = newer                    # deleted by a training run while read: take the newest
+                continue
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CharlmError(f"cannot load the weights in {path}: corrupt or incomplete checkpoint ({first[:200]})")
     info["checkpoint_path"] = path
     return model, tokenizer, info
+
+
+class RunLock:
+    """``train``'s hold on its run folder: an exclusive ``flock`` on ``<run>/train.lock``.
+
+    The file names the holder (PID, host, start time) for the message a second writer gets.  The
+    kernel releases an flock when its process ends in any way (SIGKILL included), so a stale file
+    never blocks; the file itself stays (removing it would race with the next taker).  Readers
+    (``sample``, ``eval``, ``export``) take no lock.  flock is local to one machine; on a network
+    filesystem it may not exclude a writer on another host.
+    """
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import socket
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 400).decode("utf-8", "replace").strip() or "a process that is just starting"
+            os.close(fd)
+            raise CharlmError(f"{self.path.parent} is being trained by another process ({holder}); "
+                              f"wait for it to end or stop it first (nothing was changed)")
+        try:                # who holds it; a full disk must not stop the run from starting
+            os.ftruncate(fd, 0)
+            os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, "
+                         f"since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        except OSError:
+            pass
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)           # closing the descriptor drops the flock
+            self.fd = None
 
 
 def find_latest_run(root=DEFAULT_ROOT) -> Path:
@@ -124,5 +213,45 @@ def default_run_dir(preset: str, kind: str, root=DEFAULT_ROOT) -> Path:
 
 
 def append_metrics(run_dir, record: dict):
-    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    """One JSON line; a write that fails (a full disk) is cut back off, so no half line is left."""
+    data = (json.dumps(record) + "\n").encode("utf-8")
+    with open(Path(run_dir) / METRICS_FILE, "ab", buffering=0) as f:
+        start = os.fstat(f.fileno()).st_size
+        try:
+            while data:
+                data = data[f.write(data):]
+        except OSError:
+            f.truncate(start)
+            raise
+
+
+def write_failure(folder, error: BaseException) -> str:
+    """``No space left on device, 0 B free``: why a write into ``folder`` failed, and the room left."""
+    from .resources import free_disk
+
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    else:       # TensorFlow: "{{function_node ...}} <file>; No space left on device [Op:SaveV2]"
+        text = (str(getattr(error, "message", error)).strip().splitlines() or [type(error).__name__])[0]
+        reason = text.rsplit("; ", 1)[-1].split(" [Op:")[0].strip()[:120]
+    return f"{reason}, {free_disk(folder)}"
+
+
+def remove_partial_checkpoint(ckpt_dir, step: int):
+    """After a failed save of ``ckpt-<step>``: delete what it left (its ``_temp`` folder, files of
+    that number the ``checkpoint`` index does not name, the index's own temporary file)."""
+    import shutil
+
+    import tensorflow as tf
+
+    ckpt_dir = Path(ckpt_dir)
+    latest = tf.train.latest_checkpoint(str(ckpt_dir))
+    saved = latest is not None and Path(latest).name == f"ckpt-{step}"
+    for path in ckpt_dir.glob(f"ckpt-{step}*"):
+        if path.name == f"ckpt-{step}_temp" and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif not saved and path.name.split(".")[0] == f"ckpt-{step}":
+            path.unlink(missing_ok=True)
+    for path in ckpt_dir.glob("checkpoint.tmp*"):
+        path.unlink(missing_ok=True)
+    return tf.train.latest_checkpoint(str(ckpt_dir))

@@ -25,10 +25,18 @@ class ExportedModel(tf.Module):
         vocab = tokenizer.vocab
         self.vocab_size = vocab.size
         self.pair = tokenizer.kind == "bigram"
+        self.sparse = tokenizer.sparse
         codes = np.array([ord(c) for c in vocab.chars], dtype=np.int32)
         self.codes = tf.constant(codes)
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(codes), tf.range(vocab.size, dtype=tf.int32)), -1)
+        if self.sparse:
+            # the sparse bigram layout: pair key a * V + b -> token, and each token's characters
+            keys = tokenizer.first[vocab.size:] * vocab.size + tokenizer.second[vocab.size:]
+            self.pair_table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(keys, tf.int64), tf.range(vocab.size, tokenizer.num_tokens, dtype=tf.int32)), -1)
+            self.first = tf.constant(tokenizer.first, tf.int32)
+            self.second = tf.constant(tokenizer.second, tf.int32)
 
     def _prime(self, text):
         """Known character ids of ``text``, its tokens and its leftover (bigram) character."""
@@ -36,9 +44,26 @@ class ExportedModel(tf.Module):
         ids = tf.boolean_mask(ids, ids >= 0)
         if not self.pair:
             return ids, ids, tf.zeros([0], tf.int32)
+        if self.sparse:
+            return (ids, self._greedy(ids), tf.zeros([0], tf.int32))
         n = tf.size(ids) // 2 * 2
         pairs = tf.reshape(ids[:n], [-1, 2])
         return ids, pairs[:, 0] * self.vocab_size + pairs[:, 1], ids[n:]
+
+    def _greedy(self, ids):
+        """``Tokenizer._greedy`` in graph ops: known pairs from left to right, else one character."""
+        n = tf.size(ids)
+        keys = tf.cast(ids[:-1], tf.int64) * self.vocab_size + tf.cast(ids[1:], tf.int64)
+        token = tf.concat([self.pair_table.lookup(keys), [-1]], 0)[:n]
+        known = token >= 0
+        index = tf.range(n)
+        starts = tf.logical_and(known, tf.logical_not(tf.concat([[False], known[:-1]], 0)))
+        # each known position's run start: the latest start at or before it
+        run_start = tf.gather(tf.concat([[0], tf.boolean_mask(index, starts)], 0),
+                              tf.cumsum(tf.cast(starts, tf.int32)))
+        pair = tf.logical_and(known, (index - run_start) % 2 == 0)
+        single = tf.logical_not(tf.logical_or(pair, tf.concat([[False], pair[:-1]], 0)))
+        return tf.boolean_mask(tf.where(pair, token, ids), tf.logical_or(pair, single))
 
     def _read(self, tokens):
         """Feed tokens one by one from the zero state; return the logits after each ``[n+1, V]``."""
@@ -59,10 +84,19 @@ class ExportedModel(tf.Module):
                                   tf.TensorSpec([], tf.float32)])
     def generate(self, prime, length, temperature):
         ids, tokens, leftover = self._prime(prime)
+        if self.sparse:
+            # a cut ending in a single character leaves it open, as charlm.sampling does
+            last = tf.concat([[self.vocab_size], tokens], 0)[-1]      # no token: not open
+            odd = last < self.vocab_size
+            first = tf.where(odd, last, -1)
+            tokens = tf.cond(odd, lambda: tokens[:-1], lambda: tokens)
         logits, state = self._read(tokens)
         length = tf.maximum(length, 0)
-        num = self.vocab_size ** (2 if self.pair else 1)
-        if self.pair:
+        num = self.model.num_tokens
+        if self.sparse:
+            first_mask = tf.logical_or(tf.logical_not(odd), tf.equal(self.first, first))
+            steps = length + tf.cast(odd, tf.int32)        # a token may hold one character only
+        elif self.pair:
             odd = tf.size(leftover) > 0
             first = tf.cond(odd, lambda: leftover[0], lambda: tf.constant(-1))
             first_mask = tf.logical_or(tf.logical_not(odd), tf.range(num) // self.vocab_size == first)
@@ -73,7 +107,11 @@ class ExportedModel(tf.Module):
         seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
         last = tf.reshape(logits[-1], [1, num])
         out = sample_loop(self.model, last, state, steps, temperature, 0, seed, first_mask)[0][:, 0]
-        if self.pair:
+        if self.sparse:
+            chars = tf.reshape(tf.stack([tf.gather(self.first, out), tf.gather(self.second, out)], axis=1), [-1])
+            chars = tf.boolean_mask(chars, chars >= 0)
+            chars = tf.cond(odd, lambda: chars[1:], lambda: chars)
+        elif self.pair:
             chars = tf.reshape(tf.stack([out // self.vocab_size, out % self.vocab_size], axis=1), [-1])
             chars = tf.cond(odd, lambda: chars[1:], lambda: chars)
         else:
@@ -90,7 +128,7 @@ class ExportedModel(tf.Module):
         logp = tf.nn.log_softmax(tf.cast(logits, tf.float64))
         n = tf.size(tokens)
         nats = -tf.reduce_sum(tf.gather(logp[:n], tokens, batch_dims=1))
-        if self.pair:
+        if self.pair and not self.sparse:
             v = self.vocab_size
             last = tf.reshape(logp[n], [v, v])
             nats += tf.cond(tf.size(leftover) > 0,

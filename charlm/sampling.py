@@ -8,10 +8,11 @@ the same text.
 
 Temperature 0 means greedy (argmax) by design; ``top_k`` keeps only the k likeliest tokens.
 
-Bigram models emit two characters per token.  An odd prime leaves one character unread: the first
-pick is then restricted to the pairs that start with it, and only its second character is emitted.
-An odd length keeps only the first character of the last pair.  The prime followed by exactly
-``length`` generated characters is returned.
+Bigram models emit two characters per token (a sparse bigram model's single-character tokens,
+one).  An odd prime leaves one character unread (in the sparse layout: a prime whose cut ends in a
+single character): the first pick is then restricted to the tokens that start with it, and only
+what follows it is emitted.  An odd length keeps only the first character of the last pair.  The
+prime followed by exactly ``length`` generated characters is returned.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import CharlmError
+from .resources import check_sampling
 from .vocab import Tokenizer
 
 # Tokens per compiled sampling call at most (its output buffer: one compile for every --length).
@@ -52,11 +54,13 @@ class Sampler:
             raise CharlmError(f"--num-samples must be at least 1 (got {num_samples})")
         tok = self.tokenizer
         model = self.model
+        check_sampling(tok.num_tokens, model.config.hidden, model.config.layers, num_samples,
+                       tok.sample_steps(length, opened=True))
         if length == 0:
             return [prime] * num_samples
         ids = tok.vocab.encode(prime, oov=oov, what="prime")
         prime_text = tok.vocab.decode(ids)
-        tokens, leftover = tok.tokens(ids), tok.leftover(ids)
+        tokens, leftover = tok.prime_tokens(ids)
         state = model.zero_state(num_samples)
         if tokens.size:
             batch = np.repeat(tokens.astype(np.int32)[:, None], num_samples, axis=1)
@@ -66,12 +70,10 @@ class Sampler:
         first_mask = np.ones(tok.num_tokens, dtype=bool)
         remaining = length
         if leftover.size:           # bigram with an odd prime: finish the open pair first
-            first_mask[:] = False
-            v = tok.vocab.size
-            first_mask[int(leftover[0]) * v:(int(leftover[0]) + 1) * v] = True
-            steps = 1 + -(-(length - 1) // 2)
+            first_mask = tok.starting_with(int(leftover[0]))
+            steps = tok.sample_steps(length, opened=True)
         else:
-            steps = -(-length // tok.chars_per_token)
+            steps = tok.sample_steps(length)
         if seed is None:
             seed = int.from_bytes(os.urandom(7), "little")
         # The compiled loop writes into a buffer of LOOP_STEPS tokens (a shape XLA must know), so

@@ -35,6 +35,7 @@ from .scoring import Scorer
 from .model import CharLM
 from .optim import learning_rate, make_optimizer
 from .precision import compute_dtype
+from .resources import check_training
 from .sampling import Sampler
 from .vocab import Tokenizer, Vocabulary
 
@@ -87,21 +88,28 @@ class Trainer:
             raise CharlmError(f"--batch-size {train_cfg.batch_size} is the global batch and must divide "
                               f"evenly among {distribution.replicas} replicas")
         if resume:
-            vocab = ckpt.read_run_config(self.run_dir)["vocabulary"]
+            info = ckpt.read_run_config(self.run_dir)
+            vocab = info["vocabulary"]
             ids = vocab.encode(text, what="corpus")
         else:
             vocab = Vocabulary.from_text(text)
             ids = vocab.encode(text)
         self.vocab = vocab
-        self.tokenizer = Tokenizer(model_cfg.kind, vocab)
         valid_ids, train_ids = split_ids(ids, train_cfg.valid_size)
+        self.tokenizer = info["tokenizer"] if resume else Tokenizer.for_ids(model_cfg.kind, vocab, train_ids)
         if train_ids.size == 0:
             raise CharlmError(f"the corpus has {ids.size} characters, all taken by --valid-size "
                               f"{train_cfg.valid_size}; nothing is left to train on")
         self.valid_ids = valid_ids
         unit = "characters" if model_cfg.kind == "char" else "character pairs"
-        self.generator = BatchGenerator(self.tokenizer.tokens(train_ids), train_cfg.batch_size,
-                                        train_cfg.unrollings, unit=unit)
+        train_tokens = self.tokenizer.tokens(train_ids)
+        self.generator = BatchGenerator(train_tokens, train_cfg.batch_size, train_cfg.unrollings, unit=unit)
+        # before anything large is built: does it fit?
+        check_training(model_cfg, train_cfg, self.tokenizer.num_tokens, self.tokenizer.tokens(valid_ids).size,
+                       distribution.replicas if distribution else 1)
+        # characters per token, for the chars/s and bits/char figures (1 or 2; about 2 when sparse)
+        self.chars_per_token = train_ids.size / max(train_tokens.size, 1) if self.tokenizer.sparse \
+            else self.tokenizer.chars_per_token
 
         tf.random.set_seed(train_cfg.seed)
         xla = use_xla(model_cfg, train_cfg)
@@ -132,7 +140,7 @@ class Trainer:
             self._restore()
         elif self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info)
+            ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info, self.tokenizer)
         self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096)
         self.sampler = Sampler(self.model, self.tokenizer)
         # autograph=False: every loop in these functions is an explicit tf.while_loop or a Python
@@ -144,6 +152,7 @@ class Trainer:
             self._train_fn = tf.function(self._train_block_distributed, reduce_retracing=True, autograph=False)
             self._agree_fn = tf.function(self._any_replica)
         self._stop_signal = None
+        self._logs_off = set()          # "metrics", "TensorBoard logs": writes that failed once
         self.show_progress = log is _log and sys.stderr.isatty()
 
     # -- the compiled block of steps ---------------------------------------------------------------
@@ -248,7 +257,18 @@ class Trainer:
 
     def save(self):
         self.cursors.assign(self.generator.cursors)
-        self.manager.save(checkpoint_number=self.step)
+        try:
+            self.manager.save(checkpoint_number=self.step)
+        except (OSError, tf.errors.OpError) as e:
+            if not self.is_chief:
+                raise
+            # a full disk or a failing write: remove what the save left, name what is still good
+            folder = self.run_dir / ckpt.CKPT_DIR
+            good = ckpt.remove_partial_checkpoint(folder, self.step)
+            last = (f"the last good checkpoint is {good}, continue from it with --resume once there is room"
+                    if good else "there is no earlier checkpoint")
+            raise CharlmError(f"cannot save the checkpoint of step {self.step} in {folder} "
+                              f"({ckpt.write_failure(folder, e)}); its half-written files were removed; {last}")
 
     @property
     def step(self) -> int:
@@ -286,10 +306,12 @@ class Trainer:
         time_limit = cfg.time_limit if time_limit is None else time_limit
         result = TrainResult(self.run_dir, self.step, 0.0)
         per_call = cfg.steps_per_call or MAX_STEPS_PER_CALL
-        chars_per_step = cfg.batch_size * cfg.unrollings * self.tokenizer.chars_per_token
+        chars_per_step = cfg.batch_size * cfg.unrollings * self.chars_per_token
         chief = self.is_chief
-        writer = (tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR)) if chief
-                  else tf.summary.create_noop_writer())
+        self.writer = tf.summary.create_noop_writer()
+        if chief:
+            self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, lambda: setattr(
+                self, "writer", tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR))))
         previous = self._install_signals()
         start = time.perf_counter()
         window_losses, window_start, window_steps = [], time.perf_counter(), 0
@@ -339,14 +361,13 @@ class Trainer:
                         record.update(valid_perplexity=score.perplexity, valid_bpc=score.bits_per_char)
                         result.valid_perplexity = score.perplexity
                     record["time"] = round(time.perf_counter() - start, 3)
-                    self._report(record, writer)
+                    self._report(record)
                     result.history.append(record)
                     window_losses, window_start, window_steps = [], time.perf_counter(), 0
                 if chief and cfg.sample_every and step % cfg.sample_every == 0:
                     texts = self._samples()
                     self.log("=" * 80 + "\n" + "\n".join(texts) + "\n" + "=" * 80)
-                    with writer.as_default(step=step):
-                        tf.summary.text("samples", "\n\n".join(texts))
+                    self._summaries(step, lambda: tf.summary.text("samples", "\n\n".join(texts)))
                 if ending or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                     self.save()
                 if out_of_time:
@@ -365,7 +386,7 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            writer.close()
+            self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, self.writer.close)
             if self._scratch:
                 shutil.rmtree(self._scratch, ignore_errors=True)
         result.step = self.step
@@ -382,18 +403,41 @@ class Trainer:
                          f"loss {loss:.4f}  {chars_per_sec:,.0f} chars/s \033[K")
         sys.stderr.flush()
 
-    def _report(self, record: dict, writer):
-        ckpt.append_metrics(self.run_dir, record)
+    def _logging(self, what: str, path: Path, write) -> bool:
+        """Run ``write``; when it fails (a full disk), say so once and go on without ``what``."""
+        if what in self._logs_off:
+            return False
+        try:
+            write()
+            return True
+        except (OSError, tf.errors.OpError) as e:
+            self._logs_off.add(what)
+            if what == "TensorBoard logs":
+                self.writer = tf.summary.create_noop_writer()
+            self.log(f"warning: cannot write {path} at step {self.step} ({ckpt.write_failure(path.parent, e)}); "
+                     f"training goes on without {what}")
+            return False
+
+    def _summaries(self, step: int, write):
+        """TensorBoard summaries of ``step``, flushed so that a failing disk shows at once."""
+        def write_and_flush():
+            with self.writer.as_default(step=step):
+                write()
+            self.writer.flush()
+        self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, write_and_flush)
+
+    def _report(self, record: dict):
+        self._logging("metrics", self.run_dir / ckpt.METRICS_FILE, lambda: ckpt.append_metrics(self.run_dir, record))
         scalars = {"train/loss": record["loss"], "train/minibatch_perplexity": record["minibatch_perplexity"],
-                   "train/bits_per_char": record["loss"] / math.log(2) / self.tokenizer.chars_per_token,
+                   "train/bits_per_char": record["loss"] / math.log(2) / self.chars_per_token,
                    "train/learning_rate": record["learning_rate"], "train/grad_norm": record["grad_norm"],
                    "train/chars_per_sec": record["chars_per_sec"]}
         if "valid_perplexity" in record:
             scalars.update({"valid/perplexity": record["valid_perplexity"], "valid/bits_per_char": record["valid_bpc"]})
-        with writer.as_default(step=record["step"]):
-            for name, value in scalars.items():
-                # a diverging run's perplexity can pass what a summary holds (float32): show it as inf
-                tf.summary.scalar(name, float(value) if abs(value) < 3e38 else math.copysign(math.inf, value))
+        # a diverging run's perplexity can pass what a summary holds (float32): show it as inf
+        self._summaries(record["step"], lambda: [tf.summary.scalar(
+            name, float(value) if abs(value) < 3e38 else math.copysign(math.inf, value))
+            for name, value in scalars.items()])
         valid = (f"  valid ppl {record['valid_perplexity']:.2f}" if "valid_perplexity" in record else "")
         if self.show_progress:
             sys.stderr.write("\r\033[K")
@@ -455,6 +499,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     # threads and devices are fixed before TensorFlow runs its first op
     set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
     distribution = setup_distribution(distribute, replicas)
+    chief = distribution is None or distribution.is_chief
     if resume:
         run_dir = Path(checkpoint_dir)
         corpus_text = text if text is not None else _load_corpus(train_cfg.corpus)
@@ -463,13 +508,9 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
             raise CharlmError("--distribute multi-worker needs --checkpoint-dir (the same folder for "
                               "every worker; the chief writes it)")
         run_dir = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_run_dir(preset, model_cfg.kind)
-        chief = distribution is None or distribution.is_chief
         if chief and run_dir.exists() and not run_dir.is_dir():
             raise CharlmError(f"--checkpoint-dir {run_dir} is a file, not a directory")
-        if chief and run_dir.is_dir() and any(run_dir.iterdir()):
-            what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
-            raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
-                              f"or choose another --checkpoint-dir (nothing was changed)")
+        _refuse_a_used_folder(run_dir, chief)
         if text is None:
             corpus_text = _load_corpus(train_cfg.corpus)
             if Path(train_cfg.corpus).is_file():     # remember where it was, for --resume and eval --split
@@ -479,7 +520,15 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     info = {"preset": preset}
     if distribution:
         info.update(distribute=distribution.mode, replicas=distribution.replicas)
+    # one writer per run folder: the chief holds its lock from here to the end of the run
+    created = chief and not run_dir.exists()
+    lock = None
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = ckpt.RunLock(run_dir).acquire()
     try:
+        if not resume:
+            _refuse_a_used_folder(run_dir, chief)    # again, now that no other train can start in it
         trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
                           extra_info=info, distribution=distribution)
         return trainer.run()
@@ -489,3 +538,17 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         raise CharlmError(f"--distribute {distribution.mode}: training stopped in a collective step "
                           f"({type(e).__name__}): a worker died or cannot be reached; the last "
                           f"checkpoint is kept, start every worker again with --resume")
+    finally:
+        if lock:
+            lock.release()
+        if created and {p.name for p in run_dir.iterdir()} <= {ckpt.LOCK_FILE}:
+            shutil.rmtree(run_dir, ignore_errors=True)     # a new run that wrote nothing leaves nothing
+
+
+def _refuse_a_used_folder(run_dir: Path, chief: bool):
+    """A new run starts only in a missing or empty folder (a lock file left by a run is no content)."""
+    if chief and run_dir.is_dir() and any(p.name != ckpt.LOCK_FILE for p in run_dir.iterdir()):
+        ckpt.RunLock(run_dir).acquire().release()      # a run training in it: name that process
+        what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
+        raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
+                          f"or choose another --checkpoint-dir (nothing was changed)")

@@ -7,9 +7,15 @@ gigabytes a Python list would.
 Tokens are what the model reads and predicts:
 
 * ``char``: one token per character (``V`` tokens).
-* ``bigram``: ud730 problem 2.  Non-overlapping character pairs ``(a, b)`` become the token
-  ``a * V + b`` (``V**2`` tokens, 729 for text8).  A text of odd length leaves one character over;
-  the code that reads or writes text (sampling, evaluation) handles that character itself.
+* ``bigram``: ud730 problem 2, in one of two layouts (:meth:`Tokenizer.for_ids` picks):
+
+  - *dense*, for small alphabets: non-overlapping character pairs ``(a, b)`` become the token
+    ``a * V + b`` (``V**2`` tokens, 729 for text8).  A text of odd length leaves one character
+    over; the code that reads or writes text (sampling, evaluation) handles that character itself.
+  - *sparse*, when ``V**2`` would be large (3,000 Chinese characters make 9M pairs): tokens
+    ``0 .. V-1`` are the single characters and the rest are the pairs that occur in the training
+    text's non-overlapping cut, listed in the run's ``config.json``.  A text is cut greedily left to
+    right into known pairs, else single characters, so every text encodes and nothing is left over.
 
 This module is the one place that decides how text becomes tokens: training, sampling,
 evaluation and export all call it.
@@ -24,6 +30,10 @@ from .errors import CharlmError
 
 TOKENIZATIONS = ("char", "bigram")
 CHUNK = 1 << 22       # characters per numpy pass over a big corpus (bounds temporary memory)
+# A bigram model keeps all V**2 pairs as tokens up to this many (V <= 64), or while that is no more
+# than the sparse layout's V + (pairs seen); old runs (no "pairs" in config.json) are dense.
+DENSE_PAIRS_MAX = 4096
+PAIR_TABLE_MAX = 1 << 26     # pair -> token lookup as one table up to this many pairs (see _pair_token)
 
 
 def smallest_uint(max_value: int) -> np.dtype:
@@ -147,36 +157,168 @@ class Vocabulary:
 
 
 class Tokenizer:
-    """Cuts character ids into model tokens (``char`` or ``bigram``) and back."""
+    """Cuts character ids into model tokens (``char`` or ``bigram``) and back.
 
-    def __init__(self, kind: str, vocab: Vocabulary):
+    ``pairs``: the sparse bigram layout's pair list (``[P, 2]`` character ids, sorted); ``None`` is
+    the dense layout (every pair, ``a * V + b``).
+    """
+
+    def __init__(self, kind: str, vocab: Vocabulary, pairs=None):
         if kind not in TOKENIZATIONS:
             raise CharlmError(f"unknown model kind {kind!r}; choose from {', '.join(TOKENIZATIONS)}")
         self.kind = kind
         self.vocab = vocab
-        self.chars_per_token = 1 if kind == "char" else 2
-        self.num_tokens = vocab.size ** self.chars_per_token
+        self.chars_per_token = 1 if kind == "char" else 2      # at most, for the sparse layout
+        self.sparse = kind == "bigram" and pairs is not None
+        v = vocab.size
+        if self.sparse:
+            pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+            self._pair_keys = pairs[:, 0] * v + pairs[:, 1]
+            if pairs.size and ((pairs < 0).any() or (pairs >= v).any() or (np.diff(self._pair_keys) <= 0).any()):
+                raise CharlmError("the bigram pair list is not sorted unique pairs of known characters")
+            self.num_tokens = v + len(pairs)
+            # each token's first and second character id (-1: a single character has none)
+            self.first = np.concatenate([np.arange(v), pairs[:, 0]])
+            self.second = np.concatenate([np.full(v, -1), pairs[:, 1]])
+        else:
+            self.num_tokens = v ** self.chars_per_token
         self.dtype = smallest_uint(self.num_tokens - 1)
 
+    @classmethod
+    def for_ids(cls, kind: str, vocab: Vocabulary, ids: np.ndarray) -> "Tokenizer":
+        """The tokenizer a new run trains with on character ids ``ids`` (its training text)."""
+        v = vocab.size
+        if kind != "bigram" or v * v <= DENSE_PAIRS_MAX:
+            return cls(kind, vocab)
+        ids = np.asarray(ids)
+        keys = np.zeros(0, dtype=np.int64)
+        step = CHUNK // 2 * 2
+        for start in range(0, ids.size // 2 * 2, step):
+            piece = ids[start:min(start + step, ids.size // 2 * 2)].astype(np.int64)
+            keys = np.union1d(keys, piece[0::2] * v + piece[1::2])
+        if v * v <= v + keys.size:
+            return cls(kind, vocab)
+        return cls(kind, vocab, np.stack([keys // v, keys % v], axis=-1))
+
+    def to_dict(self) -> dict:
+        """What config.json must hold to rebuild this tokenizer (nothing for the dense layouts)."""
+        if not self.sparse:
+            return {}
+        chars = self.vocab.chars
+        return {"pairs": [chars[a] + chars[b] for a, b in zip(self.first[self.vocab.size:].tolist(),
+                                                               self.second[self.vocab.size:].tolist())]}
+
+    @classmethod
+    def from_dict(cls, kind: str, vocab: Vocabulary, data: dict) -> "Tokenizer":
+        if "pairs" not in data:
+            return cls(kind, vocab)
+        texts = data["pairs"]
+        if not all(isinstance(p, str) and len(p) == 2 for p in texts):
+            raise CharlmError("the bigram pair list must hold two-character strings")
+        return cls(kind, vocab, vocab.encode("".join(texts), what="the bigram pair list").reshape(-1, 2))
+
     def tokens(self, ids: np.ndarray) -> np.ndarray:
-        """Character ids to token ids; a bigram text of odd length drops its last character."""
+        """Character ids to token ids; a dense bigram text of odd length drops its last character."""
         ids = np.asarray(ids)
         if self.kind == "char":
             return ids.astype(self.dtype, copy=False)
+        if self.sparse:
+            return self._greedy(ids)
         n = ids.size // 2 * 2
         pairs = ids[:n].reshape(-1, 2).astype(self.dtype)
         return pairs[:, 0] * self.dtype.type(self.vocab.size) + pairs[:, 1]
 
+    def _greedy(self, ids: np.ndarray) -> np.ndarray:
+        """The sparse cut: from left to right a known pair, else one character.
+
+        Vectorised per run of positions whose pair is known: inside a run starting at a token
+        boundary the pairs start at even offsets from the run's start, and a position outside
+        them that the pair before does not cover is a single character.  Chunks start at a token
+        boundary, so each is cut on its own.
+        """
+        v, n = self.vocab.size, ids.size
+        out = np.empty(n, dtype=self.dtype)
+        count = pos = 0
+        while pos < n:
+            end = min(pos + CHUNK, n)
+            a = ids[pos:end].astype(np.int64)
+            token = np.zeros(a.size, dtype=self.dtype)          # 0: the pair is not a token
+            token[:ids[pos + 1:end + 1].size] = self._pair_token(a[:ids[pos + 1:end + 1].size] * v
+                                                                 + ids[pos + 1:end + 1])
+            known = token > 0
+            index = np.arange(a.size, dtype=np.int32)
+            starts = known.copy()
+            starts[1:] &= ~known[:-1]
+            run_start = np.maximum.accumulate(np.where(starts, index, 0))
+            pair = known & ((index ^ run_start) & 1 == 0)
+            single = ~pair
+            single[1:] &= ~pair[:-1]
+            taken = np.where(pair, token, a)[pair | single]
+            out[count:count + taken.size] = taken
+            count += taken.size
+            pos = end + 1 if pair[-1] else end
+        return out[:count].copy()
+
+    def _pair_token(self, keys: np.ndarray) -> np.ndarray:
+        """Token ids of pair keys ``a * V + b``, 0 where the pair is no token.
+
+        Up to ``PAIR_TABLE_MAX`` pairs a ``[V * V]`` table makes it one gather (3,000 characters:
+        9M entries, 18 MB); beyond it a binary search, several times slower.
+        """
+        if self.vocab.size ** 2 <= PAIR_TABLE_MAX:
+            if getattr(self, "_pair_table", None) is None:
+                self._pair_table = np.zeros(self.vocab.size ** 2, dtype=self.dtype)
+                self._pair_table[self._pair_keys] = np.arange(self.vocab.size, self.num_tokens)
+            return self._pair_table[keys]
+        table = self._pair_keys
+        if not table.size:
+            return np.zeros(keys.size, dtype=self.dtype)
+        where = np.minimum(np.searchsorted(table, keys), table.size - 1)
+        return np.where(table[where] == keys, where + self.vocab.size, 0).astype(self.dtype)
+
     def leftover(self, ids: np.ndarray) -> np.ndarray:
-        """The character ids that :meth:`tokens` left over (the last one of an odd bigram text)."""
+        """The character ids that :meth:`tokens` left over (the last one of an odd dense bigram text)."""
         ids = np.asarray(ids)
+        if self.sparse:
+            return ids[:0]
         return ids[ids.size // self.chars_per_token * self.chars_per_token:]
 
+    def prime_tokens(self, ids: np.ndarray):
+        """``(tokens, open character)`` of a prime: the open character (at most one) begins the
+        first generated token; a sparse cut's final single character is opened too, so the
+        model may still pair it with what it generates."""
+        tokens, leftover = self.tokens(ids), self.leftover(ids)
+        if self.sparse and tokens.size and tokens[-1] < self.vocab.size:
+            return tokens[:-1], tokens[-1:].astype(np.asarray(ids).dtype)
+        return tokens, leftover
+
+    def starting_with(self, char_id: int) -> np.ndarray:
+        """Boolean mask ``[num_tokens]`` of the tokens whose first character is ``char_id``."""
+        if self.sparse:
+            return self.first == char_id
+        mask = np.zeros(self.num_tokens, dtype=bool)
+        v = self.vocab.size
+        mask[char_id * v:(char_id + 1) * v] = True
+        return mask
+
+    def sample_steps(self, length: int, opened: bool = False) -> int:
+        """Tokens to generate so that at least ``length`` new characters come out (``opened``:
+        the first token repeats the prime's open character)."""
+        if self.sparse:
+            return length + opened              # a token may hold one character only
+        if opened:
+            return 1 + -(-(length - 1) // 2)
+        return -(-length // self.chars_per_token)
+
     def chars(self, tokens: np.ndarray) -> np.ndarray:
-        """Token ids back to character ids (flattened in reading order)."""
+        """Token ids back to character ids (flattened in reading order; the sparse layout
+        flattens a 2-D array of tokens into one sequence)."""
         tokens = np.asarray(tokens, dtype=np.int64)
         if self.kind == "char":
             return tokens
+        if self.sparse:
+            both = np.stack([self.first[tokens], self.second[tokens]], axis=-1).ravel()
+            return both[both >= 0]
         v = self.vocab.size
         return np.stack([tokens // v, tokens % v], axis=-1).reshape(*tokens.shape[:-1], -1)
 
