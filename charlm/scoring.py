@@ -179,7 +179,7 @@ class Scorer:
                 h, c = state[layer]
                 zr = tf.matmul(w_h, tf.cast(h, w_h.dtype))
                 if library is not None:
-                    xw = library.charlm_columns(weights["table"], grid[t]) if layer == 0 else _mm(w_x, x) + bias
+                    xw = library.charlm_columns(weights["table_t"], grid[t]) if layer == 0 else _mm(w_x, x) + bias
                     x, _, c = library.charlm_lstm_step(xw, zr, h, c, keep)
                 else:
                     xw = tf.transpose(tf.gather(weights["table"], grid[t])) if layer == 0 else _mm(w_x, x) + bias
@@ -199,11 +199,11 @@ class Scorer:
 def _stream_weights(model, compute):
     """The model's weights for the streamed loop: transposed (feature-major), gates in block
     order, the recurrent and deeper input kernels in ``compute``; layer 0's input half the
-    ``[V, 4H]`` table of :meth:`CharLM.step_weights` (a token's column is its row)."""
+    ``[V, 4H]`` table of :meth:`CharLM.step_weights` and its transpose (a token's column)."""
     weights = model.step_weights()
     layers = [(tf.cast(tf.transpose(w_x), compute), tf.cast(tf.transpose(w_h), compute), bias[:, None])
               for w_x, w_h, bias in weights["layers"]]
-    return {"table": weights["table"], "layers": layers,
+    return {"table": weights["table"], "table_t": tf.transpose(weights["table"]), "layers": layers,
             "out_w": tf.cast(weights["out_w"], compute), "out_b": weights["out_b"]}
 
 

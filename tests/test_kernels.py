@@ -131,3 +131,28 @@ def test_without_a_compiler_training_falls_back_to_plain_ops(tmp_path):
     want = float(tf.reduce_sum(_recur_loop(tf.float32)(x, h, h, tf.fill([3, 12], 0.1))[0]))
     assert float(proc.stdout.strip().splitlines()[-1]) == pytest.approx(want, rel=1e-5)
     assert not list((tmp_path / "charlm" / "ops").glob("*.so"))      # no half-written library left
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_evaluation_kernels_match_plain_ops(dtype):
+    """The column lookup against tf.gather, and the masked step against the formulas: masked
+    columns keep their state."""
+    library = kernels.lstm_steps()
+    rng = np.random.default_rng(5)
+    hidden, batch, vocab = 6, 5, 9
+    table = tf.constant(rng.normal(0, 1, (4 * hidden, vocab)), tf.float32)
+    ids = tf.constant([3, 0, 8, 3, 1], tf.int32)
+    xw = library.charlm_columns(table, ids)
+    np.testing.assert_array_equal(xw.numpy(), tf.gather(table, ids, axis=1).numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+        library.charlm_columns(table, tf.constant([9], tf.int32))
+    zr = tf.cast(tf.constant(rng.normal(0, 1, (4 * hidden, batch)), tf.float32), dtype)
+    h, c = (tf.constant(rng.normal(0, 1, (hidden, batch)), tf.float32) for _ in range(2))
+    keep = tf.constant([True, False, True, True, False])
+    h_new, h_low, c_new = library.charlm_lstm_step(xw, zr, h, c, keep)
+    want_h, want_c, _, _, _ = _plain_step(xw + tf.cast(zr, tf.float32), c, h, c)
+    mask = keep.numpy()[None, :]
+    np.testing.assert_allclose(h_new.numpy(), np.where(mask, want_h, h.numpy()), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c_new.numpy(), np.where(mask, want_c, c.numpy()), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(h_low.numpy(), tf.cast(h_new, dtype).numpy())

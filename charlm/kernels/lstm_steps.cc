@@ -226,7 +226,8 @@ class LstmBackwardOp : public OpKernel {
 // Inference (evaluation in side-by-side streams): one masked forward step, and the input half's
 // table lookup, both feature-major.
 //
-// CharlmColumns: table [V, R] (row-major), ids [S] -> [R, S] with column s = table[ids[s]].
+// CharlmColumns: table [R, V], ids [S] -> [R, S] with column s = table[:, ids[s]] (each output
+// row gathers from one short table row, which stays in cache).
 REGISTER_OP("CharlmColumns")
     .Input("table: float")
     .Input("ids: int32")
@@ -235,7 +236,7 @@ REGISTER_OP("CharlmColumns")
       ShapeHandle table, ids;
       TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(0), 2, &table));
       TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(1), 1, &ids));
-      ctx->set_output(0, ctx->Matrix(ctx->Dim(table, 1), ctx->Dim(ids, 0)));
+      ctx->set_output(0, ctx->Matrix(ctx->Dim(table, 0), ctx->Dim(ids, 0)));
       return absl::OkStatus();
     });
 
@@ -248,7 +249,7 @@ class ColumnsOp : public OpKernel {
     const Tensor& ids = ctx->input(1);
     OP_REQUIRES(ctx, table.dims() == 2 && ids.dims() == 1,
                 absl::InvalidArgumentError("table must be a matrix and ids a vector"));
-    const int64_t vocab = table.dim_size(0), rows = table.dim_size(1), cols = ids.dim_size(0);
+    const int64_t rows = table.dim_size(0), vocab = table.dim_size(1), cols = ids.dim_size(0);
     const int32_t* id = ids.flat<int32_t>().data();
     for (int64_t s = 0; s < cols; ++s) {
       OP_REQUIRES(ctx, id[s] >= 0 && id[s] < vocab, absl::InvalidArgumentError("ids out of range"));
@@ -260,7 +261,8 @@ class ColumnsOp : public OpKernel {
     ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
         rows, cols * 2, [&](int64_t first, int64_t last) {
           for (int64_t r = first; r < last; ++r) {
-            for (int64_t s = 0; s < cols; ++s) o[r * cols + s] = t[id[s] * rows + r];
+            const float* row = t + r * vocab;
+            for (int64_t s = 0; s < cols; ++s) o[r * cols + s] = row[id[s]];
           }
         });
   }
