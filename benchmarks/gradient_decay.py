@@ -56,9 +56,10 @@ def decay(run, text, max_k, positions, batch, burn_in, seed, untrained=False):
     starts = rng.integers(0, ids.size - span, size=batch)
     windows = np.stack([ids[s:s + span] for s in starts], axis=1).astype(np.int32)     # [span, B]
     _, state = model.unroll(tf.constant(windows[:burn_in]), model.zero_state(batch))
-    weights = model.step_weights()
     hs, losses = [], []
     with tf.GradientTape(persistent=True) as tape:
+        # read inside the tape: the tape records only computations that touch the variables
+        weights = model.step_weights()
         for t in range(burn_in, span - 1):
             logits, state = model.step(weights, tf.constant(windows[t]), state)
             hs.append(state[0][0])
