@@ -29,7 +29,7 @@ from charlm.config import CELLS  # noqa: E402  (no TensorFlow import)
 SETTINGS = ["--model", "char", "--embedding-size", "0", "--layers", "1", "--init", "orthogonal",
             "--optimizer", "adam", "--learning-rate", "0.002", "--decay-rate", "1", "--clip", "5",
             "--batch-size", "64", "--unrollings", "50", "--steps", "1000000", "--valid-size", "2000",
-            "--log-every", "500", "--sample-every", "0", "--checkpoint-every", "0", "--seed", "1"]
+            "--log-every", "500", "--sample-every", "0", "--checkpoint-every", "0"]
 
 
 def main():
@@ -38,6 +38,7 @@ def main():
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=["rnn", "gru", "lstm"])
     parser.add_argument("--hidden", nargs="+", type=int, default=[256])
     parser.add_argument("--time-limit", type=float, default=150.0)
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--train", type=int, default=9_000_000, help="training characters (from the start)")
     parser.add_argument("--heldout", type=int, default=1_000_000, help="held-out characters (after --train)")
     parser.add_argument("--keep", help="folder for the run folders and the split (default: a temporary one)")
@@ -56,9 +57,9 @@ def main():
         rows = []
         for hidden in args.hidden:
             for cell in args.cells:
-                run = work / f"{cell}-{hidden}"
+                run = work / f"{cell}-{hidden}" if args.seed == 1 else work / f"{cell}-{hidden}-seed{args.seed}"
                 train = ["cli.py", "train", "--corpus", train_file, "--checkpoint-dir", run, "--cell", cell,
-                         "--hidden", hidden, *SETTINGS, "--time-limit", args.time_limit]
+                         "--hidden", hidden, *SETTINGS, "--seed", args.seed, "--time-limit", args.time_limit]
                 result = last_json(train)
                 score = last_json(["cli.py", "eval", "--checkpoint", run, "--text-file", heldout_file, "--json"])
                 row = {"cell": cell, "hidden": hidden, "steps": result["step"], "seconds": result["seconds"],
@@ -74,7 +75,7 @@ def main():
         print(f"| {r['cell']} | {r['hidden']} | {r['steps']:,} | {r['chars_seen'] / 1e6:.2f}M | {r['heldout_bpc']:.3f} |")
     print("\ncommands (FILE: the corpus's first --train characters, HELDOUT: the --heldout after them):")
     print(f"  python cli.py train --corpus FILE --checkpoint-dir RUN --cell CELL --hidden H "
-          f"{' '.join(SETTINGS)} --time-limit {args.time_limit:g}")
+          f"{' '.join(SETTINGS)} --seed {args.seed} --time-limit {args.time_limit:g}")
     print("  python cli.py eval --checkpoint RUN --text-file HELDOUT --json")
     print(json.dumps({"rows": [{k: v for k, v in r.items() if k != "train_cmd"} for r in rows]}))
 

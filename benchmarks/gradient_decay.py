@@ -87,7 +87,7 @@ def main():
     parser.add_argument("--positions", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--burn-in", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="draws the windows (and seeds the training runs)")
     parser.add_argument("--untrained", action="store_true",
                         help="also draw each model at its starting weights (dashed)")
     parser.add_argument("--output", default=str(HERE / "gradient_decay.png"))
@@ -111,7 +111,7 @@ def main():
             for cell in args.cells:
                 runs[cell] = str(Path(tmp) / cell)
                 cmd = ["cli.py", "train", "--corpus", train_file, "--checkpoint-dir", runs[cell], "--cell", cell,
-                       "--hidden", args.hidden, *SETTINGS, "--time-limit", args.train_seconds]
+                       "--hidden", args.hidden, *SETTINGS, "--seed", args.seed, "--time-limit", args.train_seconds]
                 log(f"training: python {' '.join(map(str, cmd))}")
                 proc = subprocess.run([sys.executable, *map(str, cmd)], capture_output=True, text=True, cwd=ROOT)
                 if proc.returncode:
