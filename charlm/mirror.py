@@ -60,7 +60,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 class MirrorConfig:
     # the model
     embedding_size: int = 32
-    hidden: int = 128              # decoder units; the encoder has hidden // 2 each way
+    hidden: int = 96               # decoder units; the encoder has hidden // 2 each way
     attention: str = "general"     # "general" (h . W m) or "dot" (h . m)
     # the data
     max_chars: int = 80            # longest training line (``run`` cuts longer ones at spaces)
