@@ -21,11 +21,13 @@ Training pairs are lines of 1 to ``max_words`` consecutive words of the corpus (
 letters by position rather than remember words.  The corpus's last ``heldout`` fraction is never
 trained on.  Batch ``k`` is drawn from ``numpy.random.default_rng([seed, k])``, so the data stream
 needs no state of its own: a resumed run (weights, Adam slots, step from the checkpoint) continues
-exactly.  Each batch holds lines of one word count, so its rows have similar lengths and its
-padded width stays small.
+exactly.  Batches are drawn BLOCK at a time and a block's lines sorted by length before they are
+cut into batches, so a batch's rows have similar lengths and its padded width stays small.
 
 Training steps and greedy decoding are compiled (``tf.function``; training with XLA, one program
-per padded width, widths rounded up to :data:`WIDTH_STEP`).
+per padded width, widths rounded up to :data:`WIDTH_STEP`).  The defaults (96 decoder units,
+batch 64, Adam 0.003) learned fastest of those tried in a 600-second run on a 2-core CPU
+(README, "Mirroring words").
 """
 from __future__ import annotations
 
