@@ -238,6 +238,110 @@ def datasets_download(name, data_dir, mirror):
     click.echo(str(download(name, data_dir=data_dir, mirror=mirror)))
 
 
+# -- mirror (ud730 problem 3) --------------------------------------------------------------------------
+@main.group()
+def mirror():
+    """A sequence-to-sequence LSTM that mirrors every word of a line (ud730 problem 3)."""
+
+
+@mirror.command("train")
+@click.option("--corpus", default=None, help="Text file or dataset name (default: text8); its last "
+              "--heldout words are never trained on.")
+@click.option("--checkpoint-dir", type=click.Path(), default=None,
+              help="Run folder (default: checkpoints/mirror-lstm-<time>).")
+@click.option("--time-limit", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds, save and report.")
+@click.option("--steps", type=POSITIVE, default=None, help="Total training steps of the run.")
+@click.option("--seed", type=int, default=None)
+@click.option("--resume", is_flag=True, help="Continue the run in --checkpoint-dir exactly.")
+@click.option("--hidden", type=POSITIVE, default=None, help="Decoder units (the encoder: half each way).")
+@click.option("--embedding-size", type=POSITIVE, default=None)
+@click.option("--attention", type=click.Choice(["general", "dot"]), default=None)
+@click.option("--batch-size", type=POSITIVE, default=None)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--max-chars", type=click.IntRange(min=2), default=None, help="Longest training line.")
+@click.option("--max-words", type=POSITIVE, default=None, help="Most words in a training line.")
+@click.option("--random-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Share of training lines made of random letter strings.")
+@click.option("--heldout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Fraction of the corpus's words, at its end, never trained on.")
+@click.option("--log-every", type=POSITIVE, default=None)
+@click.option("--checkpoint-every", type=NON_NEGATIVE, default=None)
+@user_errors
+def mirror_train(corpus, checkpoint_dir, resume, **options):
+    """Train the encoder-decoder; checkpoints, metrics and TensorBoard logs go to the run folder."""
+    _quiet_tensorflow()
+    from charlm.mirror import train as run
+
+    result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, **options)
+    click.echo(json.dumps({"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
+                           "seconds": round(result.seconds, 2), "loss": result.loss,
+                           "token_accuracy": result.token_accuracy}))
+
+
+@mirror.command("run")
+@click.option("--checkpoint", type=click.Path(), required=True, help="A `mirror train` run folder.")
+@click.option("--text", default=None, help="The line to mirror (default: every line of stdin).")
+@OOV_OPTION
+@user_errors
+def mirror_run(checkpoint, text, oov):
+    """Print the mirrored line; without --text, one output line per stdin line, in order."""
+    _quiet_tensorflow()
+    from charlm.mirror import Mirror
+
+    model = Mirror(checkpoint)
+    if text is not None:
+        for line in model.lines(text.split("\n"), oov=oov):
+            click.echo(line)
+        return
+    batch = []
+    stdin = click.get_text_stream("stdin")
+    while True:      # a batch at a time, so a pipe gets answers before its input ends
+        line = stdin.readline()
+        if line:
+            batch.append(line.rstrip("\r\n") if line.endswith("\n") else line)
+        if batch and (not line or len(batch) >= 256 or not _more_waiting(stdin)):
+            for out in model.lines(batch, oov=oov):
+                click.echo(out)
+            sys.stdout.flush()
+            batch = []
+        if not line:
+            break
+
+
+def _more_waiting(stream) -> bool:
+    """Whether more input is ready now (a file or a busy pipe), so lines can be batched."""
+    import select
+
+    try:
+        return bool(select.select([stream], [], [], 0)[0])
+    except (OSError, ValueError, TypeError):       # not a real file (tests): read it all first
+        return True
+
+
+@mirror.command("eval")
+@click.option("--checkpoint", type=click.Path(), required=True, help="A `mirror train` run folder.")
+@click.option("--text-file", type=click.Path(), required=True, help="Held-out text to cut lines from.")
+@click.option("--lines", type=POSITIVE, default=2000, show_default=True, help="Lines to cut and score.")
+@click.option("--seed", type=int, default=0, show_default=True, help="How the lines are cut.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last stdout line.")
+@OOV_OPTION
+@user_errors
+def mirror_eval(checkpoint, text_file, lines, seed, as_json, oov):
+    """Per-character, per-word and exact-line accuracy on lines of 1-10 words cut from a text."""
+    _quiet_tensorflow()
+    from charlm.corpora import read_text_file
+    from charlm.mirror import evaluate
+
+    figures = evaluate(checkpoint, read_text_file(text_file), lines=lines, seed=seed, oov=oov)
+    if as_json:
+        click.echo(json.dumps(figures))
+    else:
+        click.echo(f"lines            {figures['lines']:,}")
+        for name in ("char", "word", "line"):
+            click.echo(f"{name + ' accuracy':<17}{figures[name + '_accuracy']:.4f}")
+
+
 def run():
     """Run the command, then leave without TensorFlow's interpreter teardown.
 

@@ -24,6 +24,7 @@ _API = {
     "ModelConfig": "config", "TrainConfig": "config", "PRESETS": "config", "build_configs": "config",
     "load_corpus": "corpora", "read_text_file": "corpora", "download": "corpora", "DATASETS": "corpora",
     "CharlmError": "errors",
+    "mirror_text": "mirror", "train_mirror": "mirror", "evaluate_mirror": "mirror", "Mirror": "mirror",
 }
 
 __all__ = sorted(_API)
