@@ -206,19 +206,27 @@ def test_huge_hidden_ends_in_one_line():
 
 
 def test_huge_bigram_vocabulary_ends_in_one_line(tmp_path):
-    """20,000 distinct characters, 200,000 of them: ~120,000 bigram tokens; 50 x 1000 positions of
-    their logits need ~70 GB."""
-    corpus = tmp_path / "wide.txt"
-    corpus.write_text(cjk_text(200000, distinct=20000, seed=3), encoding="utf-8")
-    proc = cli("train", "--corpus", corpus, "--model", "bigram", "--batch-size", 1000, "--unrollings", 50,
-               "--checkpoint-dir", tmp_path / "run")
-    assert_clean_error(proc, "output logits", "--batch-size or --unrollings", "--model char")
+    """20,000 distinct characters, 200,000 of them: ~90,000 bigram tokens; 50 x 1000 positions of
+    their logits need ~50 GB."""
+    from charlm.errors import CharlmError
+    from charlm.training import train
+
+    with pytest.raises(CharlmError) as e:
+        train(text=cjk_text(200000, distinct=20000, seed=3), checkpoint_dir=tmp_path / "run", kind="bigram",
+              batch_size=1000, unrollings=50, log=lambda m: None)
+    for words in ("output logits", "--batch-size or --unrollings", "--model char", "GB of memory"):
+        assert words in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()
 
 
 def test_sampling_sizes_end_in_one_line(cjk_run):
-    assert_clean_error(cli("sample", "--checkpoint", cjk_run, "--length", 10**12), "--length")
-    assert_clean_error(cli("sample", "--checkpoint", cjk_run, "--num-samples", 10**9), "--num-samples")
+    from charlm.errors import CharlmError
+    from charlm.sampling import sample
+
+    with pytest.raises(CharlmError, match="--length"):
+        sample(cjk_run, length=10**12)
+    with pytest.raises(CharlmError, match="--num-samples"):
+        sample(cjk_run, length=5, num_samples=10**9)
 
 
 SIZES = st.one_of(st.integers(1, 6), st.integers(10**4, 10**7), st.integers(10**7, 10**40))
@@ -350,11 +358,13 @@ def test_full_disk_during_checkpoint_save(saved_twice, tmp_path, how):
         assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
         if how == "tmpfs":
             return
+        from charlm.training import train
+
         again = tmp_path / "again"                 # with room again, the run goes on from step 20
         shutil.copytree(run, again)
-        resumed = cli("train", "--resume", "--checkpoint-dir", again, "--steps", 30)
-        assert resumed.returncode == 0 and "resumed" in resumed.stderr and json.loads(
-            resumed.stdout.strip().splitlines()[-1])["step"] == 30, resumed.stderr[-2000:]
+        lines = []
+        assert train(checkpoint_dir=again, resume=True, steps=30, log=lines.append).step == 30
+        assert f"resumed {again} at step 20" in lines
     finally:
         if how == "tmpfs":
             subprocess.run(["umount", str(tmp_path / "disk")], timeout=30)
@@ -400,6 +410,9 @@ def test_one_writer_readers_read_while_it_writes_and_sigkill_frees_the_lock(char
     import time
 
     from charlm.checkpoint import load_model
+    from charlm.errors import CharlmError
+    from charlm.sampling import sample
+    from charlm.training import train
 
     run = tmp_path / "run"
     writer = subprocess.Popen([*CLI, "train", "--corpus", str(char_corpus), "--checkpoint-dir", str(run),
@@ -412,23 +425,21 @@ def test_one_writer_readers_read_while_it_writes_and_sigkill_frees_the_lock(char
         assert holder in (run / "train.lock").read_text()
         assert_clean_error(cli("train", "--resume", "--checkpoint-dir", run, "--steps", 10**9),
                            "being trained by another process", holder)
-        assert_clean_error(cli("train", "--corpus", char_corpus, "--checkpoint-dir", run),
-                           "being trained by another process", holder)
+        with pytest.raises(CharlmError, match=f"being trained by another process \\({holder} on "):
+            train(corpus=str(char_corpus), checkpoint_dir=run, log=lambda m: None)
         # readers take no lock and always get a complete checkpoint, while old ones are deleted
         load_model(run)                  # TensorFlow's first use in this process, not timed
         seen, start = [], time.time()
-        while time.time() - start < 8 or len(seen) < 10:
+        while time.time() - start < 5 or len(seen) < 10:
             model, _, info = load_model(run)
             seen.append(int(info["checkpoint_path"].rsplit("-", 1)[1]))
         assert len(set(seen)) > 3 and seen == sorted(seen), seen
-        sample = cli("sample", "--checkpoint", run, "--length", 20, "--seed", 1)
-        assert sample.returncode == 0 and len(sample.stdout.rstrip("\n")) == 20, sample.stderr[-2000:]
+        assert len(sample(run, length=20, seed=1)[0]) == 20
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.communicate(timeout=60)
     assert writer.returncode == -signal.SIGKILL
     assert holder in (run / "train.lock").read_text()       # the dead holder's file stays, unlocked
     step = int(load_model(run)[2]["checkpoint_path"].rsplit("-", 1)[1])
-    resumed = cli("train", "--resume", "--checkpoint-dir", run, "--steps", step + 4)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == step + 4
+    assert train(checkpoint_dir=run, resume=True, steps=step + 4, log=lambda m: None).step == step + 4
+    assert f"process {__import__('os').getpid()}" in (run / "train.lock").read_text()
