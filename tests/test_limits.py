@@ -75,7 +75,7 @@ def test_dense_layout_is_kept_for_small_alphabets():
 @settings(max_examples=60, deadline=None)
 @given(st.integers(70, 200), st.integers(0, 4000), st.integers(0, 3000), st.sampled_from([5, 8, 1 << 22]),
        st.booleans(), st.integers(0, 2**31))
-def test_sparse_cut_is_the_greedy_cut(monkeypatch_module, distinct, train_len, text_len, chunk, search, seed):
+def test_sparse_cut_is_the_greedy_cut(distinct, train_len, text_len, chunk, search, seed):
     """Vectorised, chunked, by table or by binary search: the same cut as the one-by-one loop."""
     import charlm.vocab as vocab_module
     from charlm.vocab import Tokenizer, Vocabulary
@@ -88,11 +88,14 @@ def test_sparse_cut_is_the_greedy_cut(monkeypatch_module, distinct, train_len, t
     if not tok.sparse:
         assert tok.num_tokens == distinct ** 2
         return
-    monkeypatch_module.setattr(vocab_module, "CHUNK", chunk)
-    monkeypatch_module.setattr(vocab_module, "PAIR_TABLE_MAX", 0 if search else 1 << 26)
-    tok = Tokenizer.from_dict("bigram", vocab, tok.to_dict())     # through config.json's form
-    ids = draw(text_len)
-    tokens = tok.tokens(ids)
+    saved = vocab_module.CHUNK, vocab_module.PAIR_TABLE_MAX
+    vocab_module.CHUNK, vocab_module.PAIR_TABLE_MAX = chunk, 0 if search else saved[1]
+    try:
+        tok = Tokenizer.from_dict("bigram", vocab, tok.to_dict())     # through config.json's form
+        ids = draw(text_len)
+        tokens = tok.tokens(ids)
+    finally:
+        vocab_module.CHUNK, vocab_module.PAIR_TABLE_MAX = saved
     assert tokens.tolist() == greedy_reference(tok, ids)
     assert tok.leftover(ids).size == 0 and tokens.dtype == tok.dtype
     assert np.array_equal(tok.chars(tokens), ids)
