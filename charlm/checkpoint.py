@@ -175,14 +175,15 @@ class RunLock:
         import fcntl
         import socket
 
+        self.existed = self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.read(fd, 400).decode("utf-8", "replace").strip() or "a process that is just starting"
             os.close(fd)
-            raise CharlmError(f"{self.path.parent} is being trained by another process ({holder}); "
-                              f"wait for it to end or stop it first (nothing was changed)")
+            self.refuse_if_held()
+            raise CharlmError(f"{self.path.parent} is being trained by another process; wait for it to end "
+                              f"or stop it first (nothing was changed)")
         try:                # who holds it; a full disk must not stop the run from starting
             os.ftruncate(fd, 0)
             os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, "
@@ -191,6 +192,25 @@ class RunLock:
             pass
         self.fd = fd
         return self
+
+    def refuse_if_held(self):
+        """Stop with one line naming the holder when a training process holds the lock (the file,
+        if any, is only read: a probe changes nothing)."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            holder = os.read(fd, 400).decode("utf-8", "replace").strip() or "a process that is just starting"
+            raise CharlmError(f"{self.path.parent} is being trained by another process ({holder}); "
+                              f"wait for it to end or stop it first (nothing was changed)")
+        finally:
+            os.close(fd)
 
     def release(self):
         if self.fd is not None:

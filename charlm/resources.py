@@ -6,7 +6,8 @@ memory a training run takes (float32 everywhere):
 * weights, their gradients (dense, and a clipped copy), and the optimizer's slots (Adam: two);
 * the activations kept for backpropagation: per layer and time step the gate pre-activations
   ``[B, 4H]``, the seven ``[B, H]`` values a BPTT step reads back, the gate gradients ``[B, 4H]``
-  and the outputs (about ``17 * B * H`` numbers per layer and step);
+  and the outputs (about ``17 * B * H`` numbers per layer and step, counted as 28 for the copies
+  TensorFlow makes);
 * the output layer: logits, softmax and their gradient, three ``[T, B, num_tokens]`` arrays;
 * the first layer's input table ``[num_tokens, 4H]`` and its gradient;
 * validation scoring, which runs between steps: ``[chunk, num_tokens]`` logits.
@@ -26,7 +27,9 @@ from .errors import CharlmError
 
 FLOAT = 4                       # bytes per float32
 MAX_ELEMENTS = 2**31 - 1        # the largest tensor charlm builds
-ACTIVATIONS_PER_UNIT = 17       # numbers kept per layer, time step, batch row and hidden unit
+# numbers kept per layer, time step, batch row and hidden unit: 17 by count (see above); measured
+# peaks here were 1.2-2.5x the estimate with 17, so room is made for the framework's own copies
+ACTIVATIONS_PER_UNIT = 28
 MAX_STEPS_PER_CALL = 100        # = charlm.training.MAX_STEPS_PER_CALL (batches made in one go)
 
 

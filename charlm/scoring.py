@@ -2,8 +2,9 @@
 
 Every character is scored.  The first token is predicted from the zero state (whose top output
 is 0, so its logits are the output bias); each later token from the state after all the text
-before it.  A bigram model scores pairs; a final odd character is scored by its marginal,
-``log sum_b p(c, b)``.  Per-character figures divide the total by the number of characters, so
+before it.  A bigram model scores pairs; with all V**2 pairs as tokens a final odd character is
+scored by its marginal, ``log sum_b p(c, b)`` (the sparse layout cuts it as a single-character
+token).  Per-character figures divide the total by the number of characters, so
 char and bigram models compare directly.
 
 A short text (or ``streams=1``) runs as one state through the whole text: one compiled XLA

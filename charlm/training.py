@@ -528,7 +528,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         lock = ckpt.RunLock(run_dir).acquire()
     try:
         if not resume:
-            _refuse_a_used_folder(run_dir, chief)    # again, now that no other train can start in it
+            _refuse_a_used_folder(run_dir, chief, probe=False)   # again, now that no other train can start
         trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
                           extra_info=info, distribution=distribution)
         return trainer.run()
@@ -541,14 +541,18 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     finally:
         if lock:
             lock.release()
+        # a new run that wrote nothing leaves nothing
         if created and {p.name for p in run_dir.iterdir()} <= {ckpt.LOCK_FILE}:
-            shutil.rmtree(run_dir, ignore_errors=True)     # a new run that wrote nothing leaves nothing
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif lock and not lock.existed and [p.name for p in run_dir.iterdir()] == [ckpt.LOCK_FILE]:
+            lock.path.unlink(missing_ok=True)
 
 
-def _refuse_a_used_folder(run_dir: Path, chief: bool):
+def _refuse_a_used_folder(run_dir: Path, chief: bool, probe: bool = True):
     """A new run starts only in a missing or empty folder (a lock file left by a run is no content)."""
     if chief and run_dir.is_dir() and any(p.name != ckpt.LOCK_FILE for p in run_dir.iterdir()):
-        ckpt.RunLock(run_dir).acquire().release()      # a run training in it: name that process
+        if probe:
+            ckpt.RunLock(run_dir).refuse_if_held()     # a run training in it: name that process
         what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
         raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
                           f"or choose another --checkpoint-dir (nothing was changed)")

@@ -75,7 +75,7 @@ def test_dense_layout_is_kept_for_small_alphabets():
 @settings(max_examples=60, deadline=None)
 @given(st.integers(70, 200), st.integers(0, 4000), st.integers(0, 3000), st.sampled_from([5, 8, 1 << 22]),
        st.booleans(), st.integers(0, 2**31))
-def test_sparse_cut_is_the_greedy_cut(monkeypatch_module, distinct, train_len, text_len, chunk, search, seed):
+def test_sparse_cut_is_the_greedy_cut(distinct, train_len, text_len, chunk, search, seed):
     """Vectorised, chunked, by table or by binary search: the same cut as the one-by-one loop."""
     import charlm.vocab as vocab_module
     from charlm.vocab import Tokenizer, Vocabulary
@@ -88,11 +88,14 @@ def test_sparse_cut_is_the_greedy_cut(monkeypatch_module, distinct, train_len, t
     if not tok.sparse:
         assert tok.num_tokens == distinct ** 2
         return
-    monkeypatch_module.setattr(vocab_module, "CHUNK", chunk)
-    monkeypatch_module.setattr(vocab_module, "PAIR_TABLE_MAX", 0 if search else 1 << 26)
-    tok = Tokenizer.from_dict("bigram", vocab, tok.to_dict())     # through config.json's form
-    ids = draw(text_len)
-    tokens = tok.tokens(ids)
+    saved = vocab_module.CHUNK, vocab_module.PAIR_TABLE_MAX
+    vocab_module.CHUNK, vocab_module.PAIR_TABLE_MAX = chunk, 0 if search else saved[1]
+    try:
+        tok = Tokenizer.from_dict("bigram", vocab, tok.to_dict())     # through config.json's form
+        ids = draw(text_len)
+        tokens = tok.tokens(ids)
+    finally:
+        vocab_module.CHUNK, vocab_module.PAIR_TABLE_MAX = saved
     assert tokens.tolist() == greedy_reference(tok, ids)
     assert tok.leftover(ids).size == 0 and tokens.dtype == tok.dtype
     assert np.array_equal(tok.chars(tokens), ids)
@@ -133,15 +136,17 @@ def test_cjk_bigram_model_has_a_sensible_size(cjk_run):
     assert loaded.tokens(vocab.encode(train)).size == len(train) // 2    # every training pair is a token
 
 
-@pytest.mark.parametrize("prime", ["", "一", "一丁", "一丁七三"])
-def test_cjk_bigram_samples_exact_lengths(cjk_run, prime):
-    from charlm.sampling import sample
+def test_cjk_bigram_samples_exact_lengths(cjk_run):
+    from charlm.checkpoint import load_model
+    from charlm.sampling import Sampler
 
-    for length in (1, 2, 7, 50):
-        texts = sample(cjk_run, prime=prime, length=length, seed=length, num_samples=3)
-        assert all(t.startswith(prime) and len(t) == len(prime) + length for t in texts), (prime, length)
-    greedy = sample(cjk_run, prime=prime, length=9, temperature=0)
-    assert greedy == sample(cjk_run, prime=prime, length=9, temperature=0)
+    sampler = Sampler(*load_model(cjk_run)[:2])
+    for prime in ("", "一", "一丁", "一丁七三"):            # odd primes leave their last character open
+        for length in (1, 2, 7, 50):
+            texts = sampler.generate(prime=prime, length=length, seed=length, num_samples=3)
+            assert all(t.startswith(prime) and len(t) == len(prime) + length for t in texts), (prime, length)
+        greedy = sampler.generate(prime=prime, length=9, temperature=0)
+        assert greedy == sampler.generate(prime=prime, length=9, temperature=0)
 
 
 def test_cjk_bigram_eval_scores_every_character_once(cjk_run):
@@ -206,19 +211,27 @@ def test_huge_hidden_ends_in_one_line():
 
 
 def test_huge_bigram_vocabulary_ends_in_one_line(tmp_path):
-    """20,000 distinct characters, 200,000 of them: ~120,000 bigram tokens; 50 x 1000 positions of
-    their logits need ~70 GB."""
-    corpus = tmp_path / "wide.txt"
-    corpus.write_text(cjk_text(200000, distinct=20000, seed=3), encoding="utf-8")
-    proc = cli("train", "--corpus", corpus, "--model", "bigram", "--batch-size", 1000, "--unrollings", 50,
-               "--checkpoint-dir", tmp_path / "run")
-    assert_clean_error(proc, "output logits", "--batch-size or --unrollings", "--model char")
+    """20,000 distinct characters, 200,000 of them: ~90,000 bigram tokens; 50 x 1000 positions of
+    their logits need ~50 GB."""
+    from charlm.errors import CharlmError
+    from charlm.training import train
+
+    with pytest.raises(CharlmError) as e:
+        train(text=cjk_text(200000, distinct=20000, seed=3), checkpoint_dir=tmp_path / "run", kind="bigram",
+              batch_size=1000, unrollings=50, log=lambda m: None)
+    for words in ("output logits", "--batch-size or --unrollings", "--model char", "GB of memory"):
+        assert words in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()
 
 
 def test_sampling_sizes_end_in_one_line(cjk_run):
-    assert_clean_error(cli("sample", "--checkpoint", cjk_run, "--length", 10**12), "--length")
-    assert_clean_error(cli("sample", "--checkpoint", cjk_run, "--num-samples", 10**9), "--num-samples")
+    from charlm.errors import CharlmError
+    from charlm.sampling import sample
+
+    with pytest.raises(CharlmError, match="--length"):
+        sample(cjk_run, length=10**12)
+    with pytest.raises(CharlmError, match="--num-samples"):
+        sample(cjk_run, length=5, num_samples=10**9)
 
 
 SIZES = st.one_of(st.integers(1, 6), st.integers(10**4, 10**7), st.integers(10**7, 10**40))
@@ -265,14 +278,14 @@ print(json.dumps({"growth": peak - base, "estimate": training_memory(len(set(tex
 
 def test_estimate_is_near_the_real_peak(tmp_path):
     """A model whose memory is its activations and weights (768 units, 128 x 20): the estimate is
-    within a factor of 2.5 of how much the process grew while training it."""
+    within a factor of 3 of how much the process grew while training it."""
     proc = subprocess.run([sys.executable, "-c", RSS, str(tmp_path / "run")], capture_output=True, text=True,
                           timeout=600, cwd=ROOT, env={**__import__("os").environ,
                                                       "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     print(got)
-    assert got["growth"] / 2.5 < got["estimate"] < got["growth"] * 2.5, got
+    assert got["growth"] / 3 < got["estimate"] < got["growth"] * 3, got
 
 
 # --------------------------------------------------------------------------- a full disk
@@ -350,11 +363,13 @@ def test_full_disk_during_checkpoint_save(saved_twice, tmp_path, how):
         assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
         if how == "tmpfs":
             return
+        from charlm.training import train
+
         again = tmp_path / "again"                 # with room again, the run goes on from step 20
         shutil.copytree(run, again)
-        resumed = cli("train", "--resume", "--checkpoint-dir", again, "--steps", 30)
-        assert resumed.returncode == 0 and "resumed" in resumed.stderr and json.loads(
-            resumed.stdout.strip().splitlines()[-1])["step"] == 30, resumed.stderr[-2000:]
+        lines = []
+        assert train(checkpoint_dir=again, resume=True, steps=30, log=lines.append).step == 30
+        assert f"resumed {again} at step 20" in lines
     finally:
         if how == "tmpfs":
             subprocess.run(["umount", str(tmp_path / "disk")], timeout=30)
@@ -400,6 +415,9 @@ def test_one_writer_readers_read_while_it_writes_and_sigkill_frees_the_lock(char
     import time
 
     from charlm.checkpoint import load_model
+    from charlm.errors import CharlmError
+    from charlm.sampling import sample
+    from charlm.training import train
 
     run = tmp_path / "run"
     writer = subprocess.Popen([*CLI, "train", "--corpus", str(char_corpus), "--checkpoint-dir", str(run),
@@ -412,23 +430,21 @@ def test_one_writer_readers_read_while_it_writes_and_sigkill_frees_the_lock(char
         assert holder in (run / "train.lock").read_text()
         assert_clean_error(cli("train", "--resume", "--checkpoint-dir", run, "--steps", 10**9),
                            "being trained by another process", holder)
-        assert_clean_error(cli("train", "--corpus", char_corpus, "--checkpoint-dir", run),
-                           "being trained by another process", holder)
+        with pytest.raises(CharlmError, match=f"being trained by another process \\({holder} on "):
+            train(corpus=str(char_corpus), checkpoint_dir=run, log=lambda m: None)
         # readers take no lock and always get a complete checkpoint, while old ones are deleted
         load_model(run)                  # TensorFlow's first use in this process, not timed
         seen, start = [], time.time()
-        while time.time() - start < 8 or len(seen) < 10:
+        while time.time() - start < 5 or len(seen) < 10:
             model, _, info = load_model(run)
             seen.append(int(info["checkpoint_path"].rsplit("-", 1)[1]))
         assert len(set(seen)) > 3 and seen == sorted(seen), seen
-        sample = cli("sample", "--checkpoint", run, "--length", 20, "--seed", 1)
-        assert sample.returncode == 0 and len(sample.stdout.rstrip("\n")) == 20, sample.stderr[-2000:]
+        assert len(sample(run, length=20, seed=1)[0]) == 20
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.communicate(timeout=60)
     assert writer.returncode == -signal.SIGKILL
     assert holder in (run / "train.lock").read_text()       # the dead holder's file stays, unlocked
     step = int(load_model(run)[2]["checkpoint_path"].rsplit("-", 1)[1])
-    resumed = cli("train", "--resume", "--checkpoint-dir", run, "--steps", step + 4)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == step + 4
+    assert train(checkpoint_dir=run, resume=True, steps=step + 4, log=lambda m: None).step == step + 4
+    assert f"process {__import__('os').getpid()}" in (run / "train.lock").read_text()
