@@ -47,7 +47,7 @@ from . import checkpoint as ckpt
 from .errors import CharlmError
 from .model import LSTMCell, _initial, lstm_gates
 from .optim import Adam
-from .training import Trainer
+from .training import Trainer, refuse_a_used_folder
 from .vocab import Vocabulary
 
 TASK = "mirror"
@@ -531,10 +531,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         run_dir = Path(checkpoint_dir) if checkpoint_dir else default_run_dir("mirror", "lstm")
         if run_dir.exists() and not run_dir.is_dir():
             raise CharlmError(f"--checkpoint-dir {run_dir} is a file, not a directory")
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
-            raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
-                              f"or choose another --checkpoint-dir (nothing was changed)")
+        refuse_a_used_folder(run_dir, chief=True)
     if steps is not None:
         config.steps = steps
     if time_limit is not None:

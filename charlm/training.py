@@ -510,7 +510,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         run_dir = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_run_dir(preset, model_cfg.kind)
         if chief and run_dir.exists() and not run_dir.is_dir():
             raise CharlmError(f"--checkpoint-dir {run_dir} is a file, not a directory")
-        _refuse_a_used_folder(run_dir, chief)
+        refuse_a_used_folder(run_dir, chief)
         if text is None:
             corpus_text = _load_corpus(train_cfg.corpus)
             if Path(train_cfg.corpus).is_file():     # remember where it was, for --resume and eval --split
@@ -528,7 +528,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         lock = ckpt.RunLock(run_dir).acquire()
     try:
         if not resume:
-            _refuse_a_used_folder(run_dir, chief, probe=False)   # again, now that no other train can start
+            refuse_a_used_folder(run_dir, chief, probe=False)   # again, now that no other train can start
         trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
                           extra_info=info, distribution=distribution)
         return trainer.run()
@@ -548,7 +548,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
             lock.path.unlink(missing_ok=True)
 
 
-def _refuse_a_used_folder(run_dir: Path, chief: bool, probe: bool = True):
+def refuse_a_used_folder(run_dir: Path, chief: bool, probe: bool = True):
     """A new run starts only in a missing or empty folder (a lock file left by a run is no content)."""
     if chief and run_dir.is_dir() and any(p.name != ckpt.LOCK_FILE for p in run_dir.iterdir()):
         if probe:
