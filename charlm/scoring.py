@@ -26,6 +26,7 @@ from . import kernels
 from .vocab import Tokenizer
 
 CHUNK_TOKENS = 16384
+LOGITS_BUDGET = 1 << 25   # numbers in one chunk's logits at most (128 MB of float32)
 STREAM_TOKENS = 4096      # default streams: one per this many tokens ...
 MAX_STREAMS = 256         # ... up to this many
 WARMUP = 256              # tokens a stream reads before its own, unscored
@@ -118,7 +119,10 @@ class Scorer:
         state = model.zero_state(1)
         logits = tf.identity(model.out_b)   # the zero state's prediction
         total = 0.0
-        chunk = min(self.chunk, max(1, _next_pow2(tokens.size)))
+        # a chunk's logits are [chunk, num_tokens]: keep them to LOGITS_BUDGET numbers (a
+        # large sparse-bigram vocabulary would otherwise need gigabytes)
+        room = 1 << max(0, (LOGITS_BUDGET // max(1, self.tokenizer.num_tokens)).bit_length() - 1)
+        chunk = min(self.chunk, max(1, _next_pow2(tokens.size)), room)
         for start in range(0, tokens.size, chunk):
             piece = tokens[start:start + chunk]
             n = piece.size

@@ -311,3 +311,19 @@ def test_streams_stay_close_to_one_state_with_bfloat16_matmuls():
     one = Scorer(model, tok, streams=1).score_ids(ids).nats_per_char
     many = Scorer(model, tok, streams=4, compute=tf.bfloat16).score_ids(ids).nats_per_char
     assert abs(many - one) < 0.01
+
+
+def test_one_state_chunks_shrink_to_the_logits_budget(monkeypatch):
+    """A vocabulary too large for a chunk's logits gets shorter chunks, and the same figure."""
+    vocab = Vocabulary("abcd ")
+    tok = Tokenizer("char", vocab)
+    model = make_model(tokens=tok.num_tokens, dtype=tf.float32)
+    ids = np.random.default_rng(11).integers(0, 5, size=500)
+    want = Scorer(model, tok, streams=1).score_ids(ids).nats
+    monkeypatch.setattr("charlm.scoring.LOGITS_BUDGET", 5 * 8 + 3)      # room for 8 positions
+    scorer = Scorer(model, tok, streams=1)
+    calls = []
+    original = scorer._chunk_fn
+    monkeypatch.setattr(scorer, "_chunk_fn", lambda piece, *a: calls.append(int(piece.shape[0])) or original(piece, *a))
+    assert scorer.score_ids(ids).nats == pytest.approx(want, rel=1e-6)
+    assert set(calls) == {8}
