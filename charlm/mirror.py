@@ -35,7 +35,6 @@ import dataclasses
 import json
 import math
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from . import checkpoint as ckpt
 from .errors import CharlmError
 from .model import LSTMCell, _initial, lstm_gates
 from .optim import Adam
-from .training import Trainer, refuse_a_used_folder
+from .training import Trainer, _log, refuse_a_used_folder
 from .vocab import Vocabulary
 
 TASK = "mirror"
@@ -344,10 +343,6 @@ class MirrorResult:
     token_accuracy: float = float("nan")
     stopped: str = "finished"          # finished | time-limit | interrupted
     history: list = field(default_factory=list)
-
-
-def _log(message: str):
-    print(message, file=sys.stderr, flush=True)
 
 
 def _words_split(text: str, heldout: float):
