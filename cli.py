@@ -11,12 +11,16 @@ import functools
 import json
 import os
 import sys
+import time
 
-import click
+STARTED = time.perf_counter()     # a --time-limit counts the whole command, start-up included
 
-from charlm.config import CELLS, INITS, PRESETS
-from charlm.precision import PRECISIONS
-from charlm.errors import CharlmError
+import click  # noqa: E402
+
+from charlm.config import CELLS, INITS, PRESETS, SCHEDULES  # noqa: E402
+from charlm.precision import PRECISIONS  # noqa: E402
+from charlm.splits import SPLITS  # noqa: E402
+from charlm.errors import CharlmError  # noqa: E402
 
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
@@ -71,20 +75,31 @@ def main():
 @click.option("--unrollings", type=POSITIVE, default=None, help="Tokens per truncated-BPTT window.")
 @click.option("--steps", type=POSITIVE, default=None, help="Total training steps of the run.")
 @click.option("--time-limit", type=click.FloatRange(min=0), default=None,
-              help="Stop after this many seconds, save and report.")
+              help="Seconds the whole run may take (a resumed run counts its earlier sessions); "
+                   "it saves and reports at the end. With --schedule budget the learning rate "
+                   "decays over this time.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Matmul inputs in bfloat16 (weights, state and loss stay float32) or float32; "
                    "auto (default): bfloat16 where the CPU has AMX/AVX512_BF16 or on a recent GPU, "
                    "for models not compiled with XLA.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+              help="step: x --decay-rate every --decay-steps (ud730); budget: --warmup-steps of "
+                   "warm-up, then a linear decay to zero that ends with the --time-limit (or --steps).")
+@click.option("--warmup-steps", type=NON_NEGATIVE, default=None, help="Warm-up of the budget schedule.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="Adam only: decoupled weight decay of the weight matrices (AdamW).")
 @click.option("--decay-rate", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Learning rate factor every --decay-steps.")
 @click.option("--decay-steps", type=POSITIVE, default=None)
 @click.option("--staircase/--no-staircase", default=None, help="Decay in steps (ud730) or smoothly.")
 @click.option("--clip", type=click.FloatRange(min=0), default=None, help="Global gradient norm (0: off).")
 @click.option("--valid-size", type=NON_NEGATIVE, default=None,
-              help="First characters of the corpus held out for validation.")
+              help="Characters of the corpus held out for validation.")
+@click.option("--valid-split", type=click.Choice(SPLITS), default=None,
+              help="Hold them out from the corpus's start (ud730), or spread through it in 20 "
+                   "chunks (at most a tenth of the text).")
 @click.option("--seed", type=int, default=None)
 @click.option("--log-every", type=POSITIVE, default=None)
 @click.option("--sample-every", type=NON_NEGATIVE, default=None, help="0: no samples while training.")
@@ -106,7 +121,7 @@ def train(corpus, preset, kind, checkpoint_dir, resume, **options):
     from charlm.training import train as run
 
     result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, preset=preset,
-                 kind=kind, **options)
+                 kind=kind, started=STARTED, **options)
     summary = {"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
                "seconds": round(result.seconds, 2), "loss": result.last_loss,
                "valid_perplexity": result.valid_perplexity}

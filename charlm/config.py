@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .errors import CharlmError
 from .precision import PRECISIONS
+from .splits import SPLITS
 
 
 # Weight initialisations: "notebook", ud730's truncated normal (mean -0.1, sd 0.1); "uniform",
@@ -19,6 +20,10 @@ from .precision import PRECISIONS
 INITS = ("notebook", "uniform", "orthogonal")
 # Recurrent cells: the LSTM (charlm.model), the GRU and the Elman RNN (charlm.cells).
 CELLS = ("lstm", "gru", "rnn")
+# Learning-rate schedules (charlm.optim): "step", ud730's decay by decay_rate every decay_steps;
+# "budget", a short warm-up then a linear decay to zero that ends with the run's budget (the
+# time limit, or the step count).
+SCHEDULES = ("step", "budget")
 
 
 @dataclass
@@ -53,29 +58,36 @@ class TrainConfig:
     steps: int = 7001             # total steps of the run (a resumed run continues to this count)
     optimizer: str = "sgd"        # "sgd" or "adam"
     learning_rate: float = 10.0
-    decay_rate: float = 0.1       # learning rate x decay_rate every decay_steps
+    schedule: str = "step"        # one of SCHEDULES
+    decay_rate: float = 0.1       # "step": learning rate x decay_rate every decay_steps
     decay_steps: int = 5000
     staircase: bool = True
+    warmup_steps: int = 0         # "budget": steps of linear warm-up from zero
+    weight_decay: float = 0.0     # Adam: decoupled weight decay of the weight matrices (AdamW)
     clip: float = 1.25            # global gradient norm; 0 turns clipping off
-    valid_size: int = 1000        # first characters of the corpus held out for validation
+    valid_size: int = 1000        # characters of the corpus held out for validation ...
+    valid_split: str = "first"    # ... taken from its start, or spread through it (charlm.splits)
     seed: int = 0
     log_every: int = 100          # average loss, perplexities, learning rate
     sample_every: int = 1000      # five 80-character samples
     checkpoint_every: int = 1000
     steps_per_call: int = 0       # training steps per compiled call; 0 = automatic
-    time_limit: float = 0.0       # seconds; 0 = none
+    time_limit: float = 0.0       # seconds of the whole run, resumed sessions included; 0 = none
     precision: str = "auto"       # matmul dtype: auto, float32 or bfloat16 (charlm.precision)
 
     def validate(self):
         for name in ("batch_size", "unrollings", "steps", "decay_steps", "log_every"):
             value = getattr(self, name)
             _check(value >= 1, f"--{name.replace('_', '-')} must be at least 1 (got {value})")
-        for name in ("valid_size", "sample_every", "checkpoint_every", "steps_per_call"):
+        for name in ("valid_size", "sample_every", "checkpoint_every", "steps_per_call", "warmup_steps"):
             value = getattr(self, name)
             _check(value >= 0, f"--{name.replace('_', '-')} must not be negative (got {value})")
         _check(self.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam, not {self.optimizer!r}")
         _check(self.learning_rate > 0, f"--learning-rate must be positive (got {self.learning_rate})")
         _check(0 < self.decay_rate <= 1, f"--decay-rate must be in (0, 1] (got {self.decay_rate})")
+        _check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        _check(self.valid_split in SPLITS, f"--valid-split must be one of {', '.join(SPLITS)} (got {self.valid_split!r})")
+        _check(self.weight_decay >= 0, f"--weight-decay must not be negative (got {self.weight_decay})")
         _check(self.clip >= 0, f"--clip must not be negative (got {self.clip})")
         _check(self.time_limit >= 0, f"--time-limit must not be negative (got {self.time_limit})")
         _check(self.precision in PRECISIONS,
@@ -102,6 +114,12 @@ PRESETS: dict[str, dict] = {
     "small": dict(kind="char", hidden=256, layers=2, embedding_size=64, dropout=0.1, init="uniform",
                   batch_size=32, unrollings=50, steps=5000, optimizer="adam", learning_rate=0.002,
                   decay_rate=0.5, decay_steps=2000, staircase=True, clip=5.0, valid_size=10000),
+    # The best held-out loss for a time budget on any text (charlm's choice, measured in
+    # benchmarks/README.md "Quality per time"): the learning rate is laid over --time-limit.
+    "fast": dict(kind="char", hidden=512, layers=1, embedding_size=64, dropout=0.0, init="orthogonal",
+                 batch_size=64, unrollings=50, steps=1_000_000, optimizer="adam", learning_rate=0.003,
+                 schedule="budget", warmup_steps=100, clip=5.0, valid_size=20000, valid_split="spread",
+                 time_limit=600.0, log_every=200, sample_every=0, checkpoint_every=1000),
 }
 
 

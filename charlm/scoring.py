@@ -249,12 +249,12 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
     scorer = Scorer(model, tokenizer, streams=streams, compute=compute_dtype(precision, model.config.hidden)[0])
     if text is None:
         from .corpora import load_corpus
-        from .training import split_ids
+        from .splits import split_ids
 
         train_cfg = info["train_config"]
         corpus = load_corpus(train_cfg.corpus)
         valid_ids, train_ids = split_ids(tokenizer.vocab.encode(corpus, oov=oov, what="corpus"),
-                                         train_cfg.valid_size)
+                                         train_cfg.valid_size, train_cfg.valid_split)
         ids = valid_ids if split == "valid" else train_ids
         if ids.size == 0:
             raise CharlmError(f"the run's {split} split is empty (valid size {train_cfg.valid_size})")

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from . import checkpoint as ckpt
 from .batches import BatchGenerator
+from .budget import Budget
 from .config import ModelConfig, TrainConfig, build_configs
 from .errors import CharlmError
 from .scoring import Scorer
@@ -37,6 +38,7 @@ from .optim import learning_rate, make_optimizer
 from .precision import compute_dtype
 from .resources import check_training
 from .sampling import Sampler
+from .splits import split_ids
 from .vocab import Tokenizer, Vocabulary
 
 MAX_STEPS_PER_CALL = 100
@@ -50,11 +52,6 @@ def use_xla(model_cfg: ModelConfig, train_cfg: TrainConfig) -> bool:
     faster than TensorFlow's own kernels once the matmuls dominate.
     """
     return train_cfg.unrollings * model_cfg.layers <= 20 and model_cfg.hidden <= 256
-
-
-def split_ids(ids: np.ndarray, valid_size: int):
-    """The notebook's split: the first ``valid_size`` characters validate, the rest train."""
-    return ids[:valid_size], ids[valid_size:]
 
 
 @dataclass
@@ -95,7 +92,7 @@ class Trainer:
             vocab = Vocabulary.from_text(text)
             ids = vocab.encode(text)
         self.vocab = vocab
-        valid_ids, train_ids = split_ids(ids, train_cfg.valid_size)
+        valid_ids, train_ids = split_ids(ids, train_cfg.valid_size, train_cfg.valid_split)
         self.tokenizer = info["tokenizer"] if resume else Tokenizer.for_ids(model_cfg.kind, vocab, train_ids)
         if train_ids.size == 0:
             raise CharlmError(f"the corpus has {ids.size} characters, all taken by --valid-size "
@@ -112,7 +109,7 @@ class Trainer:
             else self.tokenizer.chars_per_token
 
         tf.random.set_seed(train_cfg.seed)
-        xla = use_xla(model_cfg, train_cfg)
+        self.xla = xla = use_xla(model_cfg, train_cfg)
         self.compute_dtype, self._precision_why = compute_dtype(train_cfg.precision, model_cfg.hidden, xla)
         if model_cfg.cell != "lstm":       # the GRU and RNN paths multiply in float32
             self.compute_dtype, self._precision_why = tf.float32, f"{model_cfg.cell} cell"
@@ -128,9 +125,11 @@ class Trainer:
                             for i in range(model_cfg.layers)]
         self.cursors = tf.Variable(self.generator.cursors, dtype=tf.int64, trainable=False, name="cursors")
         self.rng = tf.random.Generator.from_seed(train_cfg.seed)
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, cursors=self.cursors, rng=self.rng,
-            carried=[list(pair) for pair in self.carried])
+        # seconds the run has trained, for a time limit that counts resumed sessions too
+        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
+        self._parts = dict(model=self.model, optimizer=self.optimizer, cursors=self.cursors, rng=self.rng,
+                           carried=[list(pair) for pair in self.carried])
+        self.checkpoint = tf.train.Checkpoint(**self._parts, seconds=self.seconds)
         # Only the chief writes the run folder; other workers save into a scratch folder of their
         # own (all workers take part in a save, as tf.distribute asks) that is removed at the end.
         self._scratch = None if self.is_chief else tempfile.mkdtemp(prefix="charlm-worker-")
@@ -141,7 +140,9 @@ class Trainer:
         elif self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info, self.tokenizer)
-        self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096)
+        # validation in streams of ~1000 tokens: a small, fixed share of the run's time
+        self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096,
+                             streams=max(1, min(64, self.tokenizer.tokens(valid_ids).size // 1000)))
         self.sampler = Sampler(self.model, self.tokenizer)
         # autograph=False: every loop in these functions is an explicit tf.while_loop or a Python
         # loop over known sizes, and converting the source cost ~1 s of each run's first call
@@ -156,7 +157,7 @@ class Trainer:
         self.show_progress = log is _log and sys.stderr.isatty()
 
     # -- the compiled block of steps ---------------------------------------------------------------
-    def _one_step(self, batch):
+    def _one_step(self, batch, progress):
         state = [(h.read_value(), c.read_value()) for h, c in self.carried]
         seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else None
         with tf.GradientTape() as tape:
@@ -165,34 +166,38 @@ class Trainer:
                 labels=batch[1:], logits=logits))
         # embedding lookups give sparse gradients; the optimizers and clipping want dense ones
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
-        return (loss, *self._update(grads, new_state))
+        return (loss, *self._update(grads, new_state, progress))
 
-    def _update(self, grads, new_state):
+    def _update(self, grads, new_state, progress):
         """Clip, step the optimizer and carry the state over: ``(gradient norm, learning rate)``."""
         cfg = self.cfg
         gnorm = tf.linalg.global_norm(grads)
         if cfg.clip > 0:
             grads, _ = tf.clip_by_global_norm(grads, cfg.clip, use_norm=gnorm)
-        lr = learning_rate(cfg, self.optimizer.step)
+        lr = learning_rate(cfg, self.optimizer.step, progress)
         self.optimizer.apply(grads, self.variables, lr)
         for (hv, cv), (h, c) in zip(self.carried, new_state):
             hv.assign(h)
             cv.assign(c)
         return gnorm, lr
 
-    def _steps(self, batches, step_fn):
-        """``step_fn`` over a block of batches: per-step losses, gradient norms, learning rates."""
+    def _steps(self, batches, progress, step_fn):
+        """``step_fn`` over a block of batches: per-step losses, gradient norms, learning rates.
+
+        ``progress`` is ``[fraction of the budget used at the block's start, per step]``.
+        """
         n = tf.shape(batches)[0]
         arrays = tuple(tf.TensorArray(tf.float32, size=n) for _ in range(3))
 
         def body(k, arrays):
-            return k + 1, tuple(a.write(k, x) for a, x in zip(arrays, step_fn(batches[k])))
+            p = progress[0] + tf.cast(k, tf.float32) * progress[1]
+            return k + 1, tuple(a.write(k, x) for a, x in zip(arrays, step_fn(batches[k], p)))
 
         _, arrays = tf.while_loop(lambda k, _: k < n, body, (0, arrays))
         return tuple(a.stack() for a in arrays)
 
-    def _train_block(self, batches):
-        return self._steps(batches, self._one_step)
+    def _train_block(self, batches, progress):
+        return self._steps(batches, progress, self._one_step)
 
     # -- the same block, data-parallel under a tf.distribute strategy ------------------------------
     def _replica_step(self, batch, seed):
@@ -220,7 +225,7 @@ class Trainer:
         gathered = [(ctx.all_gather(h, axis=0), ctx.all_gather(c, axis=0)) for h, c in new_state]
         return loss, grads, gathered
 
-    def _distributed_step(self, batch):
+    def _distributed_step(self, batch, progress):
         strategy = self.strategy
         seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else tf.zeros([2], tf.int64)
         results = strategy.run(self._replica_step, args=(batch, seed))
@@ -228,10 +233,10 @@ class Trainer:
         # context, and writes every copy of the mirrored variables
         loss, grads, new_state = tf.nest.map_structure(
             lambda v: strategy.experimental_local_results(v)[0], results)
-        return (loss, *self._update(grads, new_state))
+        return (loss, *self._update(grads, new_state, progress))
 
-    def _train_block_distributed(self, batches):
-        return self._steps(batches, self._distributed_step)
+    def _train_block_distributed(self, batches, progress):
+        return self._steps(batches, progress, self._distributed_step)
 
     def _any_replica(self, flag):
         """True on every worker when any worker passes True (a stop must be agreed on)."""
@@ -248,7 +253,11 @@ class Trainer:
         if path is None:
             raise CharlmError(f"--resume: {self.run_dir} has no checkpoint to resume from")
         try:
-            self.checkpoint.restore(path).assert_consumed()
+            checkpoint = self.checkpoint
+            if not any(name.startswith("seconds/") for name, _ in tf.train.list_variables(path)):
+                # a run saved before the time it trained was kept: count from zero
+                checkpoint = tf.train.Checkpoint(**self._parts)
+            checkpoint.restore(path).assert_consumed()
         except Exception as e:  # noqa: BLE001 - a damaged file surfaces as many error types
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise CharlmError(f"--resume: cannot restore {path}: corrupt or incomplete checkpoint ({first[:200]})")
@@ -257,6 +266,8 @@ class Trainer:
 
     def save(self):
         self.cursors.assign(self.generator.cursors)
+        if getattr(self, "budget", None) is not None:
+            self.seconds.assign(self.budget.used())
         try:
             self.manager.save(checkpoint_number=self.step)
         except (OSError, tf.errors.OpError) as e:
@@ -300,10 +311,17 @@ class Trainer:
                 pass
         return previous
 
-    def run(self, steps: int | None = None, time_limit: float | None = None) -> TrainResult:
+    def run(self, steps: int | None = None, time_limit: float | None = None,
+            started: float | None = None) -> TrainResult:
+        """Train to ``steps`` or until the run has used ``time_limit`` seconds (earlier sessions
+        included), counting this session from ``started`` (a ``time.perf_counter()``; default: now)."""
         cfg = self.cfg
         total = cfg.steps if steps is None else steps
         time_limit = cfg.time_limit if time_limit is None else time_limit
+        budget = self.budget = Budget(total, time_limit, used=float(self.seconds.numpy()), started=started)
+        if time_limit and budget.used_before >= time_limit - budget.reserve:
+            raise CharlmError(f"the run in {self.run_dir} has trained {budget.used_before:.0f} s, its whole "
+                              f"--time-limit of {time_limit:g} s; give a larger --time-limit to train on")
         result = TrainResult(self.run_dir, self.step, 0.0)
         per_call = cfg.steps_per_call or MAX_STEPS_PER_CALL
         chars_per_step = cfg.batch_size * cfg.unrollings * self.chars_per_token
@@ -328,9 +346,14 @@ class Trainer:
                     if every:
                         stops.append((step // every + 1) * every)
                 count = min(stops) - step
+                if not self.xla:    # (XLA compiles each new block length: keep to the boundaries)
+                    count = budget.block(step, count)
+                began = time.perf_counter()
                 batches = self.generator.next_many(count).astype(np.int32)
-                losses, norms, lrs = self._train_fn(tf.constant(batches))
+                progress = tf.constant(budget.progress(step), tf.float32)
+                losses, norms, lrs = self._train_fn(tf.constant(batches), progress)
                 losses = losses.numpy()
+                budget.record_block(count, time.perf_counter() - began)
                 if not np.all(np.isfinite(losses)):
                     bad = step + int(np.argmin(np.isfinite(losses)))
                     raise CharlmError(
@@ -342,7 +365,7 @@ class Trainer:
                 result.last_loss = float(losses[-1])
                 self._progress(step, total, result.last_loss,
                                window_steps * chars_per_step / max(time.perf_counter() - window_start, 1e-9))
-                out_of_time = bool(time_limit) and time.perf_counter() - start >= time_limit
+                out_of_time = budget.out_of_time()
                 peer_stopped = False
                 if self.distribution and self.distribution.mode == "multi-worker" and step < total:
                     # workers stop together, or the ones left would wait for the others forever
@@ -356,11 +379,13 @@ class Trainer:
                               "minibatch_perplexity": math.exp(min(float(losses[-1]), 700.0)),
                               "grad_norm": float(norms.numpy()[-1]),
                               "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9)}
+                    began = time.perf_counter()
                     score = self._validate()
+                    budget.record("validation", time.perf_counter() - began)
                     if score is not None:
                         record.update(valid_perplexity=score.perplexity, valid_bpc=score.bits_per_char)
                         result.valid_perplexity = score.perplexity
-                    record["time"] = round(time.perf_counter() - start, 3)
+                    record["time"] = round(budget.used(), 3)     # the run's seconds, start-up included
                     self._report(record)
                     result.history.append(record)
                     window_losses, window_start, window_steps = [], time.perf_counter(), 0
@@ -369,10 +394,13 @@ class Trainer:
                     self.log("=" * 80 + "\n" + "\n".join(texts) + "\n" + "=" * 80)
                     self._summaries(step, lambda: tf.summary.text("samples", "\n\n".join(texts)))
                 if ending or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                    began = time.perf_counter()
                     self.save()
+                    budget.record("save", time.perf_counter() - began)
                 if out_of_time:
                     result.stopped = "time-limit"
-                    self.log(f"time limit of {time_limit:g} s reached at step {step}; saved")
+                    self.log(f"time limit of {time_limit:g} s reached at step {step} (the run has trained "
+                             f"{budget.used():.1f} s); saved")
                     break
                 if self._stop_signal is not None:
                     result.stopped = "interrupted"
@@ -457,8 +485,10 @@ def _load_corpus(spec):
 
 def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, preset: str = "ud730",
           text: str | None = None, log=_log, threads: int | None = None, distribute: str | None = None,
-          replicas: int | None = None, **overrides) -> TrainResult:
+          replicas: int | None = None, started: float | None = None, **overrides) -> TrainResult:
     """Train a model (the ``train`` command).  ``overrides`` are ModelConfig/TrainConfig fields.
+
+    A time limit counts from ``started`` (a ``time.perf_counter()``; default: this call).
 
     ``text`` trains on a string directly; otherwise ``corpus`` is a file path or dataset name.
     ``distribute`` is ``"mirrored"`` (``replicas`` devices) or ``"multi-worker"`` (``TF_CONFIG``);
@@ -467,6 +497,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     from .distribute import setup as setup_distribution
     from .runtime import auto_threads, set_threads
 
+    started = time.perf_counter() if started is None else started
     # a resumed run may change these; the rest must match the run's own setup
     steps, time_limit = overrides.pop("steps", None), overrides.pop("time_limit", None)
     precision = overrides.pop("precision", None)
@@ -482,7 +513,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
                                      given & set(dataclasses.asdict(model_cfg)))
             diffs += _compare_configs(dataclasses.asdict(train_cfg), dataclasses.asdict(asked_train),
                                       given & {"batch_size", "unrollings", "optimizer", "seed",
-                                               "valid_size", "corpus"})
+                                               "valid_size", "valid_split", "corpus"})
             if diffs:
                 raise CharlmError(f"--resume: the run in {checkpoint_dir} was trained with a different "
                                   f"setup ({'; '.join(diffs)}); drop those flags or train a new run")
@@ -531,7 +562,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
             refuse_a_used_folder(run_dir, chief, probe=False)   # again, now that no other train can start
         trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
                           extra_info=info, distribution=distribution)
-        return trainer.run()
+        return trainer.run(started=started)
     except tf.errors.OpError as e:
         if distribution is None:
             raise

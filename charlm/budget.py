@@ -1,0 +1,77 @@
+"""A run's budget: its step count and its time limit, and how far through them it is.
+
+The time limit counts the whole run: the seconds earlier sessions trained (kept in the
+checkpoint) plus this session's wall clock from the moment it started (``started``: the CLI
+passes the time its process began, so importing TensorFlow and building the model count too).
+The run ends when the next step would not finish before the limit, less a reserve for the
+final validation and save, so the whole command ends close to the limit.
+
+``progress`` feeds the ``budget`` learning-rate schedule: the fraction of the budget used when
+a block of steps starts, and how much each step adds (from the measured seconds per step), so
+the rate falls smoothly within a block and reaches zero as the budget ends.  Of the two limits,
+the one that will end the run first sets it.
+"""
+from __future__ import annotations
+
+import time
+
+
+class Budget:
+    def __init__(self, steps: int, time_limit: float = 0.0, used: float = 0.0,
+                 started: float | None = None):
+        self.steps = steps
+        self.time_limit = time_limit
+        self.used_before = used                 # seconds of earlier sessions
+        self.started = time.perf_counter() if started is None else started
+        self.seconds_per_step = None            # measured on blocks after the first (which compiles)
+        self.ending = {"validation": 0.5, "save": 0.5}   # seconds the run's end takes, last measured
+        self._blocks = 0
+
+    # -- time -------------------------------------------------------------------------------------
+    def used(self) -> float:
+        """Seconds the run has used, earlier sessions included."""
+        return self.used_before + time.perf_counter() - self.started
+
+    @property
+    def reserve(self) -> float:
+        """Seconds kept back for the run's end: its last validation and save, with a margin."""
+        return 1.5 * sum(self.ending.values()) + 0.5
+
+    def left(self) -> float:
+        """Seconds left for training steps (``inf`` without a time limit)."""
+        if not self.time_limit:
+            return float("inf")
+        return self.time_limit - self.reserve - self.used()
+
+    def out_of_time(self) -> bool:
+        if not self.time_limit:
+            return False
+        return self.left() < (self.seconds_per_step or 0.0)
+
+    def block(self, step: int, most: int) -> int:
+        """How many of the next ``most`` steps fit in the time left (at least one)."""
+        if not self.time_limit or self.seconds_per_step is None:
+            return most
+        return max(1, min(most, int(self.left() / self.seconds_per_step)))
+
+    def record_block(self, steps: int, seconds: float):
+        """A block's measured time: its seconds per step estimate the ones to come."""
+        self._blocks += 1
+        if self._blocks == 1 or steps == 0:       # the first call traces and compiles
+            return
+        rate = seconds / steps
+        self.seconds_per_step = rate if self.seconds_per_step is None else 0.7 * self.seconds_per_step + 0.3 * rate
+
+    def record(self, what: str, seconds: float):
+        """The time a validation or a save took: the run's end keeps that much in reserve."""
+        self.ending[what] = seconds
+
+    # -- the schedule -----------------------------------------------------------------------------
+    def progress(self, step: int) -> tuple[float, float]:
+        """``(fraction of the budget used now, fraction each further step uses)``."""
+        by_steps = (step / self.steps, 1.0 / self.steps)
+        if not self.time_limit:
+            return by_steps
+        span = max(self.time_limit - self.reserve, 1e-9)
+        by_time = (min(1.0, self.used() / span), (self.seconds_per_step or 0.0) / span)
+        return max(by_steps, by_time)

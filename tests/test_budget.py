@@ -1,0 +1,177 @@
+"""Training laid over a budget: the spread validation split, the budget schedule, the time limit."""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, make_text
+
+CLI = [sys.executable, str(ROOT / "cli.py")]
+TINY = ["--hidden", "16", "--batch-size", "8", "--unrollings", "8", "--embedding-size", "8",
+        "--learning-rate", "0.01", "--sample-every", "0", "--valid-size", "2000", "--checkpoint-every", "0"]
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(make_text(60000, seed=11, sentences=True))
+    return path
+
+
+# -- the spread split ---------------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(length=st.integers(0, 200_000), valid=st.integers(0, 50_000))
+def test_spread_split_samples_the_whole_text_and_loses_nothing(length, valid):
+    from charlm.splits import spread_chunks, split_ids
+
+    ids = np.arange(length)
+    held, kept = split_ids(ids, valid, "spread")
+    assert held.size + kept.size == length
+    assert np.array_equal(np.sort(np.concatenate([held, kept])), ids)      # each position once
+    assert np.all(np.diff(kept) > 0) and np.all(np.diff(held) > 0)          # both in text order
+    assert held.size <= min(valid, length // 10)
+    chunks = spread_chunks(length, valid)
+    assert sum(e - s for s, e in chunks) == held.size
+    if chunks:
+        # equal chunks, one in each of len(chunks) equal stretches of the text
+        assert len({e - s for s, e in chunks}) == 1
+        stretch = length / len(chunks)
+        for i, (s, e) in enumerate(chunks):
+            assert i * stretch <= s and e <= (i + 1) * stretch + 1
+        if valid >= 4000 and length >= 10 * valid:
+            assert len(chunks) == 20 and held.size > valid - 20
+
+
+def test_first_split_is_the_notebooks():
+    from charlm.splits import split_ids
+
+    held, kept = split_ids(np.arange(50), 10, "first")
+    assert held.tolist() == list(range(10)) and kept.tolist() == list(range(10, 50))
+
+
+# -- the schedule -------------------------------------------------------------------------------------
+def test_budget_schedule_warms_up_then_falls_linearly_to_zero():
+    from charlm.config import build_configs
+    from charlm.optim import learning_rate
+
+    _, cfg = build_configs("fast", learning_rate=0.01, warmup_steps=10)
+    lr = lambda step, p: float(learning_rate(cfg, step, p))  # noqa: E731
+    assert lr(0, 0.0) == pytest.approx(0.001)                      # step 1 of 10 of warm-up
+    assert lr(4, 0.0) == pytest.approx(0.005)
+    assert lr(9, 0.0) == pytest.approx(0.01)
+    assert lr(500, 0.25) == pytest.approx(0.0075)
+    assert lr(500, 0.9) == pytest.approx(0.001, rel=1e-5)
+    assert lr(500, 1.0) == 0.0 and lr(500, 1.3) == 0.0
+    # the ud730 staircase is unchanged: 10, 1, 0.1
+    _, ud = build_configs("ud730")
+    assert [float(learning_rate(ud, s)) for s in (0, 4999, 5000, 10000)] == pytest.approx([10, 10, 1, 0.1])
+
+
+def test_budget_progress_by_steps_and_by_time():
+    from charlm.budget import Budget
+
+    by_steps = Budget(steps=200)
+    assert by_steps.progress(50) == (0.25, 0.005)
+    assert by_steps.block(50, 100) == 100 and not by_steps.out_of_time()
+    # 40 s used by earlier sessions, 20 s in this one, 100 s in all: the time sets the pace
+    now = time.perf_counter()
+    timed = Budget(steps=10**9, time_limit=100, used=40, started=now - 20)
+    timed.record_block(10, 5.0)            # the first block compiles: not a measure
+    assert timed.seconds_per_step is None
+    timed.record_block(10, 1.0)
+    assert timed.seconds_per_step == pytest.approx(0.1)
+    p, dp = timed.progress(7)
+    span = 100 - timed.reserve
+    assert p == pytest.approx(60 / span, abs=0.01) and dp == pytest.approx(0.1 / span)
+    left = 100 - timed.reserve - 60
+    assert timed.block(7, 10**6) == pytest.approx(left / 0.1, abs=2)
+    done = Budget(steps=10**9, time_limit=100, used=99.5, started=now)
+    done.record_block(1, 1.0), done.record_block(1, 0.1)
+    assert done.out_of_time() and done.block(0, 50) == 1
+
+
+def test_adamw_decays_weight_matrices_only():
+    import tensorflow as tf
+
+    from charlm.optim import Adam
+
+    w, b = tf.Variable(tf.ones([2, 3])), tf.Variable(tf.ones([3]))
+    opt = Adam([w, b], weight_decay=0.1)
+    opt.apply([tf.zeros([2, 3]), tf.zeros([3])], [w, b], 0.5)
+    np.testing.assert_allclose(w.numpy(), 1 - 0.5 * 0.1)
+    np.testing.assert_allclose(b.numpy(), 1.0)
+
+
+# -- the time limit, end to end -----------------------------------------------------------------------
+def test_time_limit_ends_the_schedule_with_the_time_and_resume_extends_it(corpus, tmp_path):
+    run = tmp_path / "run"
+    began = time.perf_counter()
+    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--time-limit", 12, "--log-every", 10,
+               "--checkpoint-dir", run)
+    wall = time.perf_counter() - began
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["stopped"] == "time-limit"
+    assert 8 < wall < 12 + 5, wall                         # the whole command, start-up included
+    records = metrics(run)
+    assert records[-1]["step"] == out["step"] and records[-1]["time"] <= 12 + 1
+    rates = [r["learning_rate"] for r in records]
+    assert max(rates) > 0.004 and rates[-1] < 0.001        # it ran its schedule to (near) zero
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:]))
+    # resuming with the limit used up: one line; with a larger one: the schedule over 24 s in all
+    again = cli("train", "--resume", "--checkpoint-dir", run)
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith("Error:") and "--time-limit" in again.stderr
+    more = cli("train", "--resume", "--checkpoint-dir", run, "--time-limit", 24)
+    assert more.returncode == 0, more.stderr
+    later = metrics(run)[len(records):]
+    assert later and later[0]["learning_rate"] > 0.002 and later[-1]["learning_rate"] < 0.001
+    assert 12 < later[-1]["time"] <= 24
+    assert json.loads(more.stdout.strip().splitlines()[-1])["step"] > out["step"]
+
+
+def test_eval_split_valid_scores_what_training_validated(corpus, tmp_path):
+    run = tmp_path / "run"
+    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--steps", 30, "--log-every", 30,
+               "--checkpoint-dir", run, "--precision", "float32")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "config.json").read_text())["train"]["valid_split"] == "spread"
+    valid = cli("eval", "--checkpoint", run, "--split", "valid", "--json", "--streams", 1)
+    assert valid.returncode == 0, valid.stderr
+    score = json.loads(valid.stdout.strip().splitlines()[-1])
+    assert score["characters"] == 2000
+    # training scores the same characters in streams of ~1000 (each warmed up): close, not equal
+    assert score["bits_per_char"] == pytest.approx(metrics(run)[-1]["valid_bpc"], abs=0.02)
+
+
+def test_a_run_saved_before_its_seconds_were_kept_resumes(corpus, tmp_path):
+    import tensorflow as tf
+
+    from charlm.training import Trainer, train
+
+    run = tmp_path / "run"
+    train(str(corpus), run, preset="fast", hidden=16, batch_size=8, unrollings=8, embedding_size=8,
+          steps=5, log_every=5, sample_every=0, valid_size=500, log=lambda m: None)
+    from charlm import checkpoint as ckpt
+    info = ckpt.read_run_config(run)
+    trainer = Trainer(info["model_config"], info["train_config"], corpus.read_text(), run, resume=True,
+                      log=lambda m: None)
+    old = tf.train.Checkpoint(**trainer._parts)           # what runs saved before: no "seconds"
+    tf.train.CheckpointManager(old, str(run / ckpt.CKPT_DIR), max_to_keep=3).save(checkpoint_number=6)
+    logs = []
+    again = Trainer(info["model_config"], info["train_config"], corpus.read_text(), run, resume=True,
+                    log=logs.append)
+    assert float(again.seconds.numpy()) == 0.0 and any("resumed" in m for m in logs)
