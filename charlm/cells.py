@@ -29,10 +29,16 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from . import model as _model
+from .matmul import matmul_seq
+
+# Training windows at most this long are unrolled in Python inside a tf.function (what XLA compiles
+# best); longer ones use symbolic loops with the same hand-derived backward pass, which trace in
+# seconds at any length (512 units x 50 steps: ~3.6 s for the first call instead of ~6.7 s).
+# ``charlm.model`` reads it as its own ``STATIC_UNROLL_LIMIT`` and passes it here (tests lower it).
+STATIC_UNROLL_LIMIT = 20
 
 
-class _Cell(tf.Module):
+class Cell(tf.Module):
     """A layer whose gate pre-activations come from one ``[in + H, gates * H]`` kernel."""
 
     gates = 1
@@ -44,9 +50,13 @@ class _Cell(tf.Module):
         self.kernel = tf.Variable(kernel, dtype=dtype, name="kernel")
         self.bias = tf.Variable(tf.zeros([self.gates * hidden], dtype=dtype), name="bias")
 
-    # the same row split as the LSTM's: ``kernel[:in]`` and ``kernel[in:]``
-    input_kernel = _model.LSTMCell.input_kernel
-    recurrent_kernel = _model.LSTMCell.recurrent_kernel
+    @property
+    def input_kernel(self):
+        return self.kernel[: self.input_size]
+
+    @property
+    def recurrent_kernel(self):
+        return self.kernel[self.input_size:]
 
     def params(self) -> tuple:
         """Recurrent-side weights besides the kernel (passed through the custom gradients)."""
@@ -56,7 +66,7 @@ class _Cell(tf.Module):
         return ()
 
 
-class RNNCell(_Cell):
+class RNNCell(Cell):
     """Elman RNN layer: ``h' = tanh([x, h] @ kernel + bias)``."""
 
     gates = 1
@@ -78,7 +88,7 @@ class RNNCell(_Cell):
         return d, d, None
 
 
-class GRUCell(_Cell):
+class GRUCell(Cell):
     """GRU layer, reset gate after the recurrent matmul; gate columns ``[z | r | n]``."""
 
     gates = 3
@@ -125,7 +135,7 @@ CELL_TYPES = {"rnn": RNNCell, "gru": GRUCell}
 
 
 # -- the whole model over a sequence, and one step (CharLM dispatches here for gru and rnn) ----------
-def unroll(model, tokens, state, seed=None, static=None):
+def unroll(model, tokens, state, seed=None, static=None, static_limit=STATIC_UNROLL_LIMIT):
     """``CharLM.unroll`` for GRU/RNN layers: ``(logits [T, B, V], new_state)``."""
     outputs = None
     new_state = []
@@ -133,12 +143,12 @@ def unroll(model, tokens, state, seed=None, static=None):
         if layer == 0:
             xw = model.input_projection(tokens, seed, cell.input_kernel, cell.bias)
         else:
-            xw = _model._matmul_seq(model._dropout(outputs, seed, layer), cell.input_kernel) + cell.bias
+            xw = matmul_seq(model._dropout(outputs, seed, layer), cell.input_kernel) + cell.bias
         h, c = state[layer]
-        outputs, h = recur(cell, xw, h, static)
+        outputs, h = recur(cell, xw, h, static, static_limit)
         new_state.append((h, c))
     top = model._dropout(outputs, seed, len(model.cells))
-    return _model._matmul_seq(top, model.out_w) + model.out_b, new_state
+    return matmul_seq(top, model.out_w) + model.out_b, new_state
 
 
 def step_weights(model):
@@ -162,7 +172,7 @@ def step(model, weights, tokens, state):
     return tf.matmul(x, weights["out_w"]) + weights["out_b"], new_state
 
 
-def recur(cell, xw, h, static=None):
+def recur(cell, xw, h, static=None, static_limit=STATIC_UNROLL_LIMIT):
     """The recurrent half of one layer over all steps: ``(outputs [T, B, H], h)``.
 
     ``static`` as in ``CharLM.unroll``: True unrolls in Python, False is a plain symbolic loop
@@ -171,7 +181,7 @@ def recur(cell, xw, h, static=None):
     w_h = cell.recurrent_kernel
     params = tuple(tf.convert_to_tensor(p) for p in cell.params())   # custom gradients take tensors
     steps = xw.shape[0]
-    if static is None and steps is not None and steps <= _model.STATIC_UNROLL_LIMIT:
+    if static is None and steps is not None and steps <= static_limit:
         static = True
     if static is None:
         return _bptt_loop(cell)(xw, h, w_h, *params)

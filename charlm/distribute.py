@@ -18,6 +18,8 @@ import json
 import os
 from dataclasses import dataclass
 
+import tensorflow as tf
+
 from .errors import CharlmError
 
 MODES = ("none", "mirrored", "multi-worker")
@@ -126,3 +128,55 @@ def setup(mode: str | None, replicas: int | None = None, collective_timeout: flo
         raise CharlmError(f"--distribute multi-worker: cannot join the cluster in TF_CONFIG ({first[:200]})")
     return Distribution(strategy, mode, is_chief=is_chief_task(cluster, task),
                         task=f"{task['type']} {task.get('index', 0)}")
+
+
+class ReplicaSteps:
+    """The Trainer's block of steps, data-parallel under its ``strategy`` (a mixin of ``Trainer``:
+    it reads the model, the carried state and the config, and ends in the Trainer's ``_update``)."""
+
+    def _replica_step(self, batch, seed):
+        """One replica's share of a step: its rows of the batch and of the carried state.
+
+        The loss is the replica's summed cross-entropy over the *global* token count, so the
+        all-reduced (summed) gradient is exactly the single-device gradient of the global batch.
+        """
+        ctx = tf.distribute.get_replica_context()
+        rows = self.cfg.batch_size // ctx.num_replicas_in_sync
+        first = ctx.replica_id_in_sync_group * rows
+        local = batch[:, first:first + rows]
+        state = [(h[first:first + rows], c[first:first + rows]) for h, c in self.carried]
+        if self.model_cfg.dropout > 0:
+            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
+        else:
+            seed = None
+        count = float(self.cfg.batch_size * self.cfg.unrollings)
+        with tf.GradientTape() as tape:
+            logits, new_state = self.model.unroll(local[:-1], state, seed)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=local[1:], logits=logits)) / count
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
+        loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads))
+        gathered = [(ctx.all_gather(h, axis=0), ctx.all_gather(c, axis=0)) for h, c in new_state]
+        return loss, grads, gathered
+
+    def _distributed_step(self, batch, progress):
+        strategy = self.strategy
+        seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else tf.zeros([2], tf.int64)
+        results = strategy.run(self._replica_step, args=(batch, seed))
+        # every replica holds the same reduced values; the update runs once, in cross-replica
+        # context, and writes every copy of the mirrored variables
+        loss, grads, new_state = tf.nest.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0], results)
+        return (loss, *self._update(grads, new_state, progress))
+
+    def _train_block_distributed(self, batches, progress):
+        return self._steps(batches, progress, self._distributed_step)
+
+    def _any_replica(self, flag):
+        """True on every worker when any worker passes True (a stop must be agreed on)."""
+        def count(f):
+            # made on the replica's device: an all-reduce needs to know where its input lives
+            local = tf.cast(f, tf.float32) + tf.zeros([])
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+        total = self.strategy.run(count, args=(flag,))
+        return self.strategy.experimental_local_results(total)[0] > 0

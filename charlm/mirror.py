@@ -46,7 +46,8 @@ from . import checkpoint as ckpt
 from .errors import CharlmError
 from .model import LSTMCell, _initial, lstm_gates
 from .optim import Adam
-from .training import Trainer, _log, refuse_a_used_folder
+from .reporting import log_to_stderr as _log
+from .training import Trainer, refuse_a_used_folder
 from .vocab import Vocabulary
 
 TASK = "mirror"

@@ -27,13 +27,10 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from . import kernels
+from . import cells, kernels
+from .cells import CELL_TYPES, STATIC_UNROLL_LIMIT, Cell
 from .config import ModelConfig
-
-# Training windows at most this long are unrolled in Python inside a tf.function (what XLA compiles
-# best); longer ones use symbolic loops with the same hand-derived backward pass, which trace in
-# seconds at any length (512 units x 50 steps: ~3.6 s for the first call instead of ~6.7 s).
-STATIC_UNROLL_LIMIT = 20
+from .matmul import matmul, matmul_seq
 
 # Gate blocks in one layer's kernel, per --cell (the GRU and Elman RNN live in charlm.cells).
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -100,23 +97,10 @@ def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict
     return {"embedding": embedding, "kernels": kernels, "out_w": _initial(rng, (h, num_tokens), config.init)}
 
 
-class LSTMCell(tf.Module):
+class LSTMCell(Cell):
     """One LSTM layer whose four gates come from a single matmul."""
 
-    def __init__(self, input_size: int, hidden: int, kernel: np.ndarray, dtype=tf.float32, name=None):
-        super().__init__(name=name)
-        self.input_size = input_size
-        self.hidden = hidden
-        self.kernel = tf.Variable(kernel, dtype=dtype, name="kernel")
-        self.bias = tf.Variable(tf.zeros([4 * hidden], dtype=dtype), name="bias")
-
-    @property
-    def input_kernel(self):
-        return self.kernel[: self.input_size]
-
-    @property
-    def recurrent_kernel(self):
-        return self.kernel[self.input_size:]
+    gates = 4
 
     def step(self, x, h, c):
         """One time step, the problem-1 way: ``[x, h] @ kernel + bias`` then the gates."""
@@ -151,7 +135,6 @@ class CharLM(tf.Module):
         if config.cell == "lstm":
             cell_type = LSTMCell
         else:
-            from .cells import CELL_TYPES
             cell_type = CELL_TYPES[config.cell]
         for layer, kernel in enumerate(start["kernels"]):
             self.cells.append(cell_type(size, h, kernel, dtype, name=f"{config.cell}_{layer}"))
@@ -195,7 +178,7 @@ class CharLM(tf.Module):
         if not dropping and _table_is_smaller(tokens, self.num_tokens):
             return _lookup(tf.matmul(self.embedding, w_x) + bias, tokens)
         e = self._dropout(tf.gather(self.embedding, tokens), seed, 0)
-        return _matmul_seq(e, w_x, self.compute_dtype) + bias
+        return matmul_seq(e, w_x, self.compute_dtype) + bias
 
     def unroll(self, tokens, state, seed=None, static=None):
         """Run the model over ``tokens`` ``[T, B]`` from ``state``.
@@ -207,8 +190,7 @@ class CharLM(tf.Module):
         block order (``to_block_order``).
         """
         if self.config.cell != "lstm":
-            from . import cells
-            return cells.unroll(self, tokens, state, seed, static)
+            return cells.unroll(self, tokens, state, seed, static, static_limit=STATIC_UNROLL_LIMIT)
         outputs = None
         new_state = []
         for layer, cell in enumerate(self.cells):
@@ -217,12 +199,12 @@ class CharLM(tf.Module):
             if layer == 0:
                 xw = self.input_projection(tokens, seed, w_x, bias)
             else:
-                xw = _matmul_seq(self._dropout(outputs, seed, layer), w_x, self.compute_dtype) + bias
+                xw = matmul_seq(self._dropout(outputs, seed, layer), w_x, self.compute_dtype) + bias
             h, c = state[layer]
             outputs, h, c = _recur(xw, h, c, w_h, static, self.compute_dtype)
             new_state.append((h, c))
         top = self._dropout(outputs, seed, len(self.cells))
-        return _matmul_seq(top, self.out_w, self.compute_dtype) + self.out_b, new_state
+        return matmul_seq(top, self.out_w, self.compute_dtype) + self.out_b, new_state
 
     # -- one step at a time (sampling) -------------------------------------------------------------
     def step_weights(self):
@@ -234,7 +216,6 @@ class CharLM(tf.Module):
         code: one sequence at 512 units sampled at ~450 steps/s against ~15,000 this way.
         """
         if self.config.cell != "lstm":
-            from . import cells
             return cells.step_weights(self)
         layers = []
         for cell in self.cells:
@@ -247,7 +228,6 @@ class CharLM(tf.Module):
     def step(self, weights, tokens, state):
         """One inference step for tokens ``[B]`` with :meth:`step_weights`: ``(logits [B, V], new_state)``."""
         if self.config.cell != "lstm":
-            from . import cells
             return cells.step(self, weights, tokens, state)
         new_state = []
         x = None
@@ -257,13 +237,6 @@ class CharLM(tf.Module):
             x, c, _ = _cell_forward(xw + tf.matmul(h, w_h), c)
             new_state.append((x, c))
         return tf.matmul(x, weights["out_w"]) + weights["out_b"], new_state
-
-
-def _matmul_seq(x, w, compute=None):
-    """``[T, B, K] @ [K, N]`` as one matmul (in ``compute``, returned in ``x``'s dtype)."""
-    shape = tf.shape(x)
-    y = _matmul(tf.reshape(x, [-1, shape[-1]]), tf.cast(w, compute or w.dtype))
-    return tf.reshape(y, tf.concat([shape[:-1], [tf.shape(w)[1]]], 0))
 
 
 # Up to this many rows, a lookup's gradient is a one-hot matmul (``[V, T*B] @ [T*B, 4H]``): on
@@ -320,18 +293,11 @@ def _recur(xw, h, c, w_h, static=None, compute=None):
     out = tf.TensorArray(xw.dtype, size=n)
 
     def body(t, h, c, out):
-        h, c, _ = _cell_forward(xw[t] + _matmul(h, w_h), c)
+        h, c, _ = _cell_forward(xw[t] + matmul(h, w_h), c)
         return t + 1, h, c, out.write(t, h)
 
     _, h, c, out = tf.while_loop(lambda t, *_: t < n, body, (0, h, c, out))
     return out.stack(), h, c
-
-
-def _matmul(a, b, **kwargs):
-    """``a @ b`` in ``b``'s dtype (bfloat16 weights make a bfloat16 product), returned in ``a``'s."""
-    if a.dtype == b.dtype:
-        return tf.matmul(a, b, **kwargs)
-    return tf.cast(tf.matmul(tf.cast(a, b.dtype), b, **kwargs), a.dtype)
 
 
 # TensorFlow's fused LSTMBlockCellGrad kernel exists for these (CPU and GPU), not for float64.
@@ -396,7 +362,7 @@ def _recur_static(xw, h, c, w_h):
     steps = xw.shape[0]
     hs, cs, gates = [h], [c], []
     for t in range(steps):
-        h_new, c_new, acts = _cell_forward(xw[t] + _matmul(hs[-1], w_h), cs[-1])
+        h_new, c_new, acts = _cell_forward(xw[t] + matmul(hs[-1], w_h), cs[-1])
         hs.append(h_new)
         cs.append(c_new)
         gates.append(acts)
@@ -409,7 +375,7 @@ def _recur_static(xw, h, c, w_h):
         dzs = [None] * steps
         for t in reversed(range(steps)):
             dzs[t], d_c = _cell_backward(d_outputs[t] + d_h, d_c, cs[t], gates[t])
-            d_h = _matmul(dzs[t], w_t)
+            d_h = matmul(dzs[t], w_t)
         d_xw = tf.stack(dzs)
         return d_xw, d_h, d_c, _weight_grad(tf.stack(hs[:-1]), d_xw, tf.shape(h)[-1], w_h.dtype)
 
@@ -434,7 +400,7 @@ def _recur_loop(compute):
         w_c = tf.cast(w_h, compute)
 
         def forward(t, h, c, saved):
-            h_new, c_new, acts = _cell_forward(xw[t] + _matmul(h, w_c), c)
+            h_new, c_new, acts = _cell_forward(xw[t] + matmul(h, w_c), c)
             return t + 1, h_new, c_new, tuple(a.write(t, v) for a, v in zip(saved, (h, c) + acts))
 
         _, h_last, c_last, saved = tf.while_loop(lambda t, *_: t < n, forward, (0, h, c, arrays(7)))
@@ -451,7 +417,7 @@ def _recur_loop(compute):
                 t = n - 1 - k
                 acts = tuple(a.read(t) for a in saved[2:])
                 dz, d_c = _cell_backward(d_outputs[t] + d_h, d_c, saved[1].read(t), acts, fused)
-                return k + 1, _matmul(dz, w_t), d_c, dzs.write(t, dz)
+                return k + 1, matmul(dz, w_t), d_c, dzs.write(t, dz)
 
             _, d_h0, d_c0, dzs = tf.while_loop(lambda k, *_: k < n, backward, (0, d_h, d_c, arrays(1)[0]))
             d_xw = dzs.stack()

@@ -18,7 +18,6 @@ import json
 import math
 import signal
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,12 +29,14 @@ import tensorflow as tf
 from . import checkpoint as ckpt
 from .batches import BatchGenerator
 from .budget import Budget
+from .distribute import ReplicaSteps
 from .config import ModelConfig, TrainConfig, build_configs
 from .errors import CharlmError
 from .scoring import Scorer
 from .model import CharLM
 from .optim import learning_rate, make_optimizer
 from .precision import compute_dtype
+from .reporting import Reporter, log_to_stderr
 from .resources import check_training
 from .sampling import Sampler
 from .splits import split_ids
@@ -65,12 +66,18 @@ class TrainResult:
     history: list = field(default_factory=list)
 
 
-def _log(message: str):
-    print(message, file=sys.stderr, flush=True)
+_log = log_to_stderr
 
 
-class Trainer:
-    """One training run in one run folder (new, or resumed from its checkpoint)."""
+class Trainer(ReplicaSteps):
+    """One training run in one run folder (new, or resumed from its checkpoint).
+
+    Its parts, in the order data flows: the corpus's ids split (``charlm.splits``) and cut into
+    batches (``charlm.batches``); the model (``charlm.model``) and its optimizer (``charlm.optim``);
+    one compiled block of steps (here; the data-parallel one in ``charlm.distribute``); the loop
+    that runs blocks inside the budget (``charlm.budget``), validates (``charlm.scoring``), reports
+    (``charlm.reporting``) and saves (``charlm.checkpoint``).
+    """
 
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, text: str, run_dir,
                  resume: bool = False, log=_log, extra_info: dict | None = None, distribution=None):
@@ -153,8 +160,7 @@ class Trainer:
             self._train_fn = tf.function(self._train_block_distributed, reduce_retracing=True, autograph=False)
             self._agree_fn = tf.function(self._any_replica)
         self._stop_signal = None
-        self._logs_off = set()          # "metrics", "TensorBoard logs": writes that failed once
-        self.show_progress = log is _log and sys.stderr.isatty()
+        self.report = Reporter(self.run_dir, log, self.is_chief, self.chars_per_token)
 
     # -- the compiled block of steps ---------------------------------------------------------------
     def _one_step(self, batch, progress):
@@ -198,54 +204,6 @@ class Trainer:
 
     def _train_block(self, batches, progress):
         return self._steps(batches, progress, self._one_step)
-
-    # -- the same block, data-parallel under a tf.distribute strategy ------------------------------
-    def _replica_step(self, batch, seed):
-        """One replica's share of a step: its rows of the batch and of the carried state.
-
-        The loss is the replica's summed cross-entropy over the *global* token count, so the
-        all-reduced (summed) gradient is exactly the single-device gradient of the global batch.
-        """
-        ctx = tf.distribute.get_replica_context()
-        rows = self.cfg.batch_size // ctx.num_replicas_in_sync
-        first = ctx.replica_id_in_sync_group * rows
-        local = batch[:, first:first + rows]
-        state = [(h[first:first + rows], c[first:first + rows]) for h, c in self.carried]
-        if self.model_cfg.dropout > 0:
-            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
-        else:
-            seed = None
-        count = float(self.cfg.batch_size * self.cfg.unrollings)
-        with tf.GradientTape() as tape:
-            logits, new_state = self.model.unroll(local[:-1], state, seed)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=local[1:], logits=logits)) / count
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
-        loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads))
-        gathered = [(ctx.all_gather(h, axis=0), ctx.all_gather(c, axis=0)) for h, c in new_state]
-        return loss, grads, gathered
-
-    def _distributed_step(self, batch, progress):
-        strategy = self.strategy
-        seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else tf.zeros([2], tf.int64)
-        results = strategy.run(self._replica_step, args=(batch, seed))
-        # every replica holds the same reduced values; the update runs once, in cross-replica
-        # context, and writes every copy of the mirrored variables
-        loss, grads, new_state = tf.nest.map_structure(
-            lambda v: strategy.experimental_local_results(v)[0], results)
-        return (loss, *self._update(grads, new_state, progress))
-
-    def _train_block_distributed(self, batches, progress):
-        return self._steps(batches, progress, self._distributed_step)
-
-    def _any_replica(self, flag):
-        """True on every worker when any worker passes True (a stop must be agreed on)."""
-        def count(f):
-            # made on the replica's device: an all-reduce needs to know where its input lives
-            local = tf.cast(f, tf.float32) + tf.zeros([])
-            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
-        total = self.strategy.run(count, args=(flag,))
-        return self.strategy.experimental_local_results(total)[0] > 0
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _restore(self):
@@ -326,10 +284,7 @@ class Trainer:
         per_call = cfg.steps_per_call or MAX_STEPS_PER_CALL
         chars_per_step = cfg.batch_size * cfg.unrollings * self.chars_per_token
         chief = self.is_chief
-        self.writer = tf.summary.create_noop_writer()
-        if chief:
-            self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, lambda: setattr(
-                self, "writer", tf.summary.create_file_writer(str(self.run_dir / ckpt.LOG_DIR))))
+        self.report.open()
         previous = self._install_signals()
         start = time.perf_counter()
         window_losses, window_start, window_steps = [], time.perf_counter(), 0
@@ -363,7 +318,7 @@ class Trainer:
                 window_steps += count
                 step = self.step
                 result.last_loss = float(losses[-1])
-                self._progress(step, total, result.last_loss,
+                self.report.progress(step, total, result.last_loss,
                                window_steps * chars_per_step / max(time.perf_counter() - window_start, 1e-9))
                 out_of_time = budget.out_of_time()
                 peer_stopped = False
@@ -386,13 +341,11 @@ class Trainer:
                         record.update(valid_perplexity=score.perplexity, valid_bpc=score.bits_per_char)
                         result.valid_perplexity = score.perplexity
                     record["time"] = round(budget.used(), 3)     # the run's seconds, start-up included
-                    self._report(record)
+                    self.report.record(record)
                     result.history.append(record)
                     window_losses, window_start, window_steps = [], time.perf_counter(), 0
                 if chief and cfg.sample_every and step % cfg.sample_every == 0:
-                    texts = self._samples()
-                    self.log("=" * 80 + "\n" + "\n".join(texts) + "\n" + "=" * 80)
-                    self._summaries(step, lambda: tf.summary.text("samples", "\n\n".join(texts)))
+                    self.report.samples(step, self._samples())
                 if ending or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                     began = time.perf_counter()
                     self.save()
@@ -414,65 +367,12 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, self.writer.close)
+            self.report.close()
             if self._scratch:
                 shutil.rmtree(self._scratch, ignore_errors=True)
         result.step = self.step
         result.seconds = time.perf_counter() - start
         return result
-
-    def _progress(self, step: int, total: int, loss: float, chars_per_sec: float):
-        """A one-line progress bar on an interactive stderr (log files get the periodic lines only)."""
-        if not self.show_progress:
-            return
-        width = 30
-        filled = int(width * step / max(total, 1))
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {step}/{total}  "
-                         f"loss {loss:.4f}  {chars_per_sec:,.0f} chars/s \033[K")
-        sys.stderr.flush()
-
-    def _logging(self, what: str, path: Path, write) -> bool:
-        """Run ``write``; when it fails (a full disk), say so once and go on without ``what``."""
-        if what in self._logs_off:
-            return False
-        try:
-            write()
-            return True
-        except (OSError, tf.errors.OpError) as e:
-            self._logs_off.add(what)
-            if what == "TensorBoard logs":
-                self.writer = tf.summary.create_noop_writer()
-            self.log(f"warning: cannot write {path} at step {self.step} ({ckpt.write_failure(path.parent, e)}); "
-                     f"training goes on without {what}")
-            return False
-
-    def _summaries(self, step: int, write):
-        """TensorBoard summaries of ``step``, flushed so that a failing disk shows at once."""
-        def write_and_flush():
-            with self.writer.as_default(step=step):
-                write()
-            self.writer.flush()
-        self._logging("TensorBoard logs", self.run_dir / ckpt.LOG_DIR, write_and_flush)
-
-    def _report(self, record: dict):
-        self._logging("metrics", self.run_dir / ckpt.METRICS_FILE, lambda: ckpt.append_metrics(self.run_dir, record))
-        scalars = {"train/loss": record["loss"], "train/minibatch_perplexity": record["minibatch_perplexity"],
-                   "train/bits_per_char": record["loss"] / math.log(2) / self.chars_per_token,
-                   "train/learning_rate": record["learning_rate"], "train/grad_norm": record["grad_norm"],
-                   "train/chars_per_sec": record["chars_per_sec"]}
-        if "valid_perplexity" in record:
-            scalars.update({"valid/perplexity": record["valid_perplexity"], "valid/bits_per_char": record["valid_bpc"]})
-        # a diverging run's perplexity can pass what a summary holds (float32): show it as inf
-        self._summaries(record["step"], lambda: [tf.summary.scalar(
-            name, float(value) if abs(value) < 3e38 else math.copysign(math.inf, value))
-            for name, value in scalars.items()])
-        valid = (f"  valid ppl {record['valid_perplexity']:.2f}" if "valid_perplexity" in record else "")
-        if self.show_progress:
-            sys.stderr.write("\r\033[K")
-        self.log(f"step {record['step']:>6}  loss {record['loss']:.4f}  lr {record['learning_rate']:.4g}  "
-                 f"minibatch ppl {record['minibatch_perplexity']:.2f}{valid}  "
-                 f"{record['chars_per_sec']:,.0f} chars/s")
-
 
 def _compare_configs(old: dict, new: dict, names) -> list[str]:
     return [f"{n} {old[n]!r} -> {new[n]!r}" for n in names if n in old and old[n] != new[n]]
