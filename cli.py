@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from charlm import __version__
 from charlm.config import CELLS, INITS, PRESETS
 from charlm.precision import PRECISIONS
 from charlm.errors import CharlmError
@@ -45,6 +46,7 @@ def user_errors(fn):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="charlm", message="%(prog)s %(version)s")
 def main():
     """charlm: character- and bigram-level LSTM language models (ud730 assignment 6)."""
 
@@ -228,7 +230,8 @@ def datasets_list():
 
 @datasets.command("download")
 @click.argument("name")
-@click.option("--data-dir", type=click.Path(), default=None, help="Cache folder (default: datasets/).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Cache folder (default: $CHARLM_DATA_DIR, else datasets/ "
+              "in a source checkout, else ~/.cache/charlm/datasets).")
 @click.option("--mirror", default=None, help="Base URL replacing the official one (also $CHARLM_MIRROR).")
 @user_errors
 def datasets_download(name, data_dir, mirror):
