@@ -17,6 +17,7 @@ STARTED = time.perf_counter()     # a --time-limit counts the whole command, sta
 
 import click  # noqa: E402
 
+from charlm import __version__  # noqa: E402
 from charlm.config import CELLS, INITS, PRESETS, SCHEDULES  # noqa: E402
 from charlm.precision import PRECISIONS  # noqa: E402
 from charlm.splits import SPLITS  # noqa: E402
@@ -49,6 +50,7 @@ def user_errors(fn):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="charlm", message="%(prog)s %(version)s")
 def main():
     """charlm: character- and bigram-level LSTM language models (ud730 assignment 6)."""
 
@@ -243,7 +245,8 @@ def datasets_list():
 
 @datasets.command("download")
 @click.argument("name")
-@click.option("--data-dir", type=click.Path(), default=None, help="Cache folder (default: datasets/).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Cache folder (default: $CHARLM_DATA_DIR, else datasets/ "
+              "in a source checkout, else ~/.cache/charlm/datasets).")
 @click.option("--mirror", default=None, help="Base URL replacing the official one (also $CHARLM_MIRROR).")
 @user_errors
 def datasets_download(name, data_dir, mirror):

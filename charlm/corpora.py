@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CharlmError
+from .runtime import cache_home
 
 MIRROR_ENV = "CHARLM_MIRROR"
 DATA_DIR_ENV = "CHARLM_DATA_DIR"
@@ -85,11 +86,16 @@ def _one_line(x) -> str:
 
 
 def default_data_dir() -> Path:
-    """$CHARLM_DATA_DIR, else the ``datasets`` folder beside the charlm package."""
+    """$CHARLM_DATA_DIR; else, run from a source checkout (the folder holding ``pyproject.toml``),
+    its ``datasets`` folder; else (charlm installed by pip) ``$XDG_CACHE_HOME/charlm/datasets``:
+    never a folder inside site-packages."""
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "datasets"
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "datasets"
+    return Path(cache_home()) / "datasets"
 
 
 def _dataset(name: str) -> Dataset:

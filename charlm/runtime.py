@@ -12,6 +12,12 @@ import os
 LEGACY_XLA_FLAG = "--xla_cpu_use_thunk_runtime=false"
 
 
+def cache_home() -> str:
+    """charlm's cache folder: ``$XDG_CACHE_HOME/charlm``, else ``~/.cache/charlm``."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                        "charlm")
+
+
 def xla_cache_dir() -> str | None:
     """Where compiled XLA programs are kept between runs (``CHARLM_XLA_CACHE``; ``off`` disables).
 
@@ -24,8 +30,7 @@ def xla_cache_dir() -> str | None:
         return None
     if value:
         return value
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "charlm", "xla")
+    return os.path.join(cache_home(), "xla")
 
 
 def prepare_environment():

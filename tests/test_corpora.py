@@ -8,7 +8,11 @@ import hashlib
 import http.server
 import io
 import lzma
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -169,11 +173,27 @@ def test_real_dataset_table():
 
 def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    assert default_data_dir() == Path(corpora.__file__).resolve().parent.parent / "datasets"
+    checkout = Path(corpora.__file__).resolve().parent.parent
+    assert (checkout / "pyproject.toml").is_file()
+    assert default_data_dir() == checkout / "datasets"
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "cache"))
     assert default_data_dir() == tmp_path / "cache"
     assert dataset_path("text8") == tmp_path / "cache" / "text8.zip"
     assert dataset_path("text8", tmp_path) == tmp_path / "text8.zip"
+
+
+def test_installed_charlm_keeps_datasets_in_its_cache(tmp_path):
+    """Installed by pip (no pyproject.toml beside the package), datasets go to the user's cache,
+    never into site-packages."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(Path(corpora.__file__).parent, site / "charlm",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(site))
+    out = subprocess.run([sys.executable, "-c", "from charlm.corpora import default_data_dir; "
+                          "print(default_data_dir())"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == str(tmp_path / "cache" / "charlm" / "datasets"), out.stderr
 
 
 def test_unknown_names(tmp_path):

@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from charlm.runtime import cache_home
+
 SOURCE = Path(__file__).with_name("lstm_steps.cc")
 OFF_VALUES = ("0", "off", "no", "false", "none")
 
@@ -36,8 +38,7 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "charlm" / "ops"
+    return Path(cache_home()) / "ops"
 
 
 def _cpu_flags() -> str:
