@@ -26,6 +26,8 @@ class Budget:
         self.seconds_per_step = None            # measured on blocks after the first (which compiles)
         self.ending = {"validation": 0.5, "save": 0.5}   # seconds the run's end takes, last measured
         self._blocks = 0
+        self._given = (0.0, 0.0)                # the last block's progress: where it started, per step
+        self._reached = 0.0                     # progress the steps so far have had: never goes back
 
     # -- time -------------------------------------------------------------------------------------
     def used(self) -> float:
@@ -57,6 +59,8 @@ class Budget:
     def record_block(self, steps: int, seconds: float):
         """A block's measured time: its seconds per step estimate the ones to come."""
         self._blocks += 1
+        start, per_step = self._given
+        self._reached = min(1.0, max(self._reached, start + steps * per_step))
         if self._blocks == 1 or steps == 0:       # the first call traces and compiles
             return
         rate = seconds / steps
@@ -73,5 +77,6 @@ class Budget:
         if not self.time_limit:
             return by_steps
         span = max(self.time_limit - self.reserve, 1e-9)
-        by_time = (min(1.0, self.used() / span), (self.seconds_per_step or 0.0) / span)
-        return max(by_steps, by_time)
+        by_time = (min(1.0, max(self._reached, self.used() / span)), (self.seconds_per_step or 0.0) / span)
+        self._given = max(by_steps, by_time)
+        return self._given

@@ -277,7 +277,7 @@ class Trainer(ReplicaSteps):
         total = cfg.steps if steps is None else steps
         time_limit = cfg.time_limit if time_limit is None else time_limit
         budget = self.budget = Budget(total, time_limit, used=float(self.seconds.numpy()), started=started)
-        if time_limit and budget.used_before >= time_limit - budget.reserve:
+        if time_limit and budget.used_before and budget.used_before >= time_limit - budget.reserve:
             raise CharlmError(f"the run in {self.run_dir} has trained {budget.used_before:.0f} s, its whole "
                               f"--time-limit of {time_limit:g} s; give a larger --time-limit to train on")
         result = TrainResult(self.run_dir, self.step, 0.0)

@@ -119,7 +119,7 @@ def test_adamw_decays_weight_matrices_only():
 def test_time_limit_ends_the_schedule_with_the_time_and_resume_extends_it(corpus, tmp_path):
     run = tmp_path / "run"
     began = time.perf_counter()
-    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--time-limit", 12, "--log-every", 10,
+    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--time-limit", 12, "--log-every", 10, "--warmup-steps", 10,
                "--checkpoint-dir", run)
     wall = time.perf_counter() - began
     assert proc.returncode == 0, proc.stderr
