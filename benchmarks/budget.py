@@ -12,7 +12,7 @@ its first 90% (--fraction), score the rest.  Each run is
 its own schedule; the ud730 presets' 7001 steps would end long before), and every run validates on
 the same 20,000 characters spread through its training text, which gives the curve.  Then
 `cli.py eval --checkpoint RUN --text-file HELDOUT --json --oov skip` gives the table's figure.
-Prints one row per run and the commands; --plot draws validation bits/char against the run's
+Prints one row per run, a table, the commands and (last) one JSON line; --plot draws validation bits/char against the run's
 wall-clock seconds, one curve per preset, with the held-out figure as a point at the end
 (matplotlib: benchmarks/requirements.txt).
 """
@@ -155,6 +155,7 @@ def main():
             Path(args.json).write_text(json.dumps(dict(what=what, rows=rows), indent=1))
         if args.plot:
             plot(rows, args.plot, what)
+        print(json.dumps({"what": what, "rows": [{k: v for k, v in r.items() if k != "command"} for r in rows]}))
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ PRESETS: dict[str, dict] = {
     # The best held-out loss for a time budget on any text (charlm's choice, measured in
     # benchmarks/README.md "Quality per time"): the learning rate is laid over --time-limit.
     "fast": dict(kind="char", hidden=512, layers=1, embedding_size=64, dropout=0.0, init="orthogonal",
-                 batch_size=64, unrollings=50, steps=1_000_000, optimizer="adam", learning_rate=0.003,
+                 batch_size=64, unrollings=50, steps=1_000_000, optimizer="adam", learning_rate=0.008,
                  schedule="budget", warmup_steps=100, clip=5.0, valid_size=20000, valid_split="spread",
                  time_limit=600.0, log_every=200, sample_every=0, checkpoint_every=1000),
 }

@@ -281,88 +281,37 @@ class Trainer(ReplicaSteps):
             raise CharlmError(f"the run in {self.run_dir} has trained {budget.used_before:.0f} s, its whole "
                               f"--time-limit of {time_limit:g} s; give a larger --time-limit to train on")
         result = TrainResult(self.run_dir, self.step, 0.0)
-        per_call = cfg.steps_per_call or MAX_STEPS_PER_CALL
-        chars_per_step = cfg.batch_size * cfg.unrollings * self.chars_per_token
-        chief = self.is_chief
+        window = _Window(cfg.batch_size * cfg.unrollings * self.chars_per_token)
         self.report.open()
         previous = self._install_signals()
         start = time.perf_counter()
-        window_losses, window_start, window_steps = [], time.perf_counter(), 0
         where = f" ({self.distribution.describe()})" if self.distribution else ""
         self.log(f"training {self.model.num_parameters():,} parameters on "
                  f"{self.generator.tokens.size:,} tokens, steps {self.step}..{total}, matmuls in "
                  f"{self.compute_dtype.name} ({self._precision_why}), run {self.run_dir}{where}")
         try:
             while self.step < total:
-                step = self.step
-                # end each block on the next logging / sampling / checkpoint boundary
-                stops = [total, step + per_call]
-                for every in (cfg.log_every, cfg.sample_every, cfg.checkpoint_every):
-                    if every:
-                        stops.append((step // every + 1) * every)
-                count = min(stops) - step
-                if not self.xla:    # (XLA compiles each new block length: keep to the boundaries)
-                    count = budget.block(step, count)
-                began = time.perf_counter()
-                batches = self.generator.next_many(count).astype(np.int32)
-                progress = tf.constant(budget.progress(step), tf.float32)
-                losses, norms, lrs = self._train_fn(tf.constant(batches), progress)
-                losses = losses.numpy()
-                budget.record_block(count, time.perf_counter() - began)
-                if not np.all(np.isfinite(losses)):
-                    bad = step + int(np.argmin(np.isfinite(losses)))
-                    raise CharlmError(
-                        f"the loss became non-finite at step {bad}; stopped without saving, the last "
-                        f"good checkpoint in {self.run_dir} is kept (try a lower --learning-rate or --clip)")
-                window_losses.extend(losses.tolist())
-                window_steps += count
+                losses, norms, lrs = self._block(self._block_length(total, budget), budget)
+                window.add(losses)
                 step = self.step
                 result.last_loss = float(losses[-1])
-                self.report.progress(step, total, result.last_loss,
-                               window_steps * chars_per_step / max(time.perf_counter() - window_start, 1e-9))
-                out_of_time = budget.out_of_time()
-                peer_stopped = False
-                if self.distribution and self.distribution.mode == "multi-worker" and step < total:
-                    # workers stop together, or the ones left would wait for the others forever
-                    local = out_of_time or self._stop_signal is not None
-                    peer_stopped = bool(self._agree_fn(tf.constant(local)).numpy()) and not local
-                ending = step >= total or out_of_time or self._stop_signal is not None or peer_stopped
-                if chief and cfg.log_every and (step % cfg.log_every == 0 or ending):
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": step, "loss": float(np.mean(window_losses)),
-                              "learning_rate": float(lrs.numpy()[-1]),
-                              "minibatch_perplexity": math.exp(min(float(losses[-1]), 700.0)),
-                              "grad_norm": float(norms.numpy()[-1]),
-                              "chars_per_sec": window_steps * chars_per_step / max(elapsed, 1e-9)}
-                    began = time.perf_counter()
-                    score = self._validate()
-                    budget.record("validation", time.perf_counter() - began)
-                    if score is not None:
-                        record.update(valid_perplexity=score.perplexity, valid_bpc=score.bits_per_char)
-                        result.valid_perplexity = score.perplexity
-                    record["time"] = round(budget.used(), 3)     # the run's seconds, start-up included
-                    self.report.record(record)
+                self.report.progress(step, total, result.last_loss, window.chars_per_sec())
+                stop = self._why_stop(step, total, budget)
+                ending = step >= total or stop is not None
+                if self.is_chief and cfg.log_every and (step % cfg.log_every == 0 or ending):
+                    record = self._record(step, window, losses, norms, lrs, budget)
+                    result.valid_perplexity = record.get("valid_perplexity", result.valid_perplexity)
                     result.history.append(record)
-                    window_losses, window_start, window_steps = [], time.perf_counter(), 0
-                if chief and cfg.sample_every and step % cfg.sample_every == 0:
+                    window = _Window(window.chars_per_step)
+                if self.is_chief and cfg.sample_every and step % cfg.sample_every == 0:
                     self.report.samples(step, self._samples())
                 if ending or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                     began = time.perf_counter()
                     self.save()
                     budget.record("save", time.perf_counter() - began)
-                if out_of_time:
-                    result.stopped = "time-limit"
-                    self.log(f"time limit of {time_limit:g} s reached at step {step} (the run has trained "
-                             f"{budget.used():.1f} s); saved")
-                    break
-                if self._stop_signal is not None:
-                    result.stopped = "interrupted"
-                    self.log(f"interrupted (signal {self._stop_signal}) at step {step}; saved, "
-                             f"continue with --resume")
-                    break
-                if peer_stopped:
-                    result.stopped = "interrupted"
-                    self.log(f"another worker stopped at step {step}; saved, continue with --resume")
+                if stop is not None:
+                    result.stopped, message = stop
+                    self.log(message)
                     break
         finally:
             for sig, handler in previous.items():
@@ -373,6 +322,80 @@ class Trainer(ReplicaSteps):
         result.step = self.step
         result.seconds = time.perf_counter() - start
         return result
+
+    def _block_length(self, total: int, budget: Budget) -> int:
+        """Steps of the next block: up to the next logging, sampling or checkpoint boundary, and
+        (outside XLA, which compiles each new length) no further than the time left."""
+        cfg, step = self.cfg, self.step
+        stops = [total, step + (cfg.steps_per_call or MAX_STEPS_PER_CALL)]
+        for every in (cfg.log_every, cfg.sample_every, cfg.checkpoint_every):
+            if every:
+                stops.append((step // every + 1) * every)
+        count = min(stops) - step
+        return count if self.xla else budget.block(step, count)
+
+    def _block(self, count: int, budget: Budget):
+        """Run ``count`` steps in one compiled call: per-step losses, gradient norms, learning rates."""
+        step = self.step
+        began = time.perf_counter()
+        batches = self.generator.next_many(count).astype(np.int32)
+        progress = tf.constant(budget.progress(step), tf.float32)
+        losses, norms, lrs = (x.numpy() for x in self._train_fn(tf.constant(batches), progress))
+        budget.record_block(count, time.perf_counter() - began)
+        if not np.all(np.isfinite(losses)):
+            bad = step + int(np.argmin(np.isfinite(losses)))
+            raise CharlmError(
+                f"the loss became non-finite at step {bad}; stopped without saving, the last "
+                f"good checkpoint in {self.run_dir} is kept (try a lower --learning-rate or --clip)")
+        return losses, norms, lrs
+
+    def _why_stop(self, step: int, total: int, budget: Budget):
+        """``None``, or ``(how the run stopped, the line that says so)`` before ``total`` steps."""
+        out_of_time = budget.out_of_time()
+        peer_stopped = False
+        if self.distribution and self.distribution.mode == "multi-worker" and step < total:
+            # workers stop together, or the ones left would wait for the others forever
+            local = out_of_time or self._stop_signal is not None
+            peer_stopped = bool(self._agree_fn(tf.constant(local)).numpy()) and not local
+        if out_of_time:
+            return "time-limit", (f"time limit of {budget.time_limit:g} s reached at step {step} (the run "
+                                  f"has trained {budget.used():.1f} s); saved")
+        if self._stop_signal is not None:
+            return "interrupted", (f"interrupted (signal {self._stop_signal}) at step {step}; saved, "
+                                   f"continue with --resume")
+        if peer_stopped:
+            return "interrupted", f"another worker stopped at step {step}; saved, continue with --resume"
+        return None
+
+    def _record(self, step: int, window: "_Window", losses, norms, lrs, budget: Budget) -> dict:
+        """The periodic record (validation included), reported and returned."""
+        record = {"step": step, "loss": float(np.mean(window.losses)), "learning_rate": float(lrs[-1]),
+                  "minibatch_perplexity": math.exp(min(float(losses[-1]), 700.0)),
+                  "grad_norm": float(norms[-1]), "chars_per_sec": window.chars_per_sec()}
+        began = time.perf_counter()
+        score = self._validate()
+        budget.record("validation", time.perf_counter() - began)
+        if score is not None:
+            record.update(valid_perplexity=score.perplexity, valid_bpc=score.bits_per_char)
+        record["time"] = round(budget.used(), 3)     # the run's seconds, start-up included
+        self.report.record(record)
+        return record
+
+
+class _Window:
+    """The steps since the last report: their losses and how fast they went."""
+
+    def __init__(self, chars_per_step: float):
+        self.chars_per_step = chars_per_step
+        self.losses = []
+        self.start = time.perf_counter()
+
+    def add(self, losses):
+        self.losses.extend(np.asarray(losses).tolist())
+
+    def chars_per_sec(self) -> float:
+        return len(self.losses) * self.chars_per_step / max(time.perf_counter() - self.start, 1e-9)
+
 
 def _compare_configs(old: dict, new: dict, names) -> list[str]:
     return [f"{n} {old[n]!r} -> {new[n]!r}" for n in names if n in old and old[n] != new[n]]

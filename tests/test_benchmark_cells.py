@@ -43,3 +43,18 @@ def test_cells_table_and_gradient_decay_picture(tmp_path):
         assert len(curve) == 7 and curve[0] == pytest.approx(1.0)
         assert all(0 < v < 10 for v in curve)
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_budget_benchmark_trains_each_preset_for_its_time(tmp_path):
+    text = tmp_path / "general.txt"
+    text.write_text(text8_like(30_000).replace(" the ", " The\n"))
+    proc = run_script("budget.py", "--text", text, "--presets", "fast", "small", "--time-limit", 6,
+                      "--flags", "--hidden 16 --batch-size 8 --unrollings 8 --layers 1 --embedding-size 8",
+                      "--keep", tmp_path / "runs")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
+    assert [r["preset"] for r in rows] == ["fast", "small"]
+    for r in rows:
+        assert r["steps"] > 0 and r["wall"] < 6 + 10, r        # the whole process, start-up included
+        assert 1.0 < r["bits"] < 6.0 and r["curve"] and r["curve"][-1][0] <= 6 + 1, r
+    assert "| fast | 6 s |" in proc.stdout and "--preset fast --corpus TRAIN" in proc.stdout
