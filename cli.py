@@ -18,7 +18,7 @@ STARTED = time.perf_counter()     # a --time-limit counts the whole command, sta
 import click  # noqa: E402
 
 from charlm import __version__  # noqa: E402
-from charlm.config import CELLS, INITS, PRESETS, SCHEDULES  # noqa: E402
+from charlm.config import CELLS, DROPOUT_MASKS, INITS, PRESETS, SCHEDULES  # noqa: E402
 from charlm.precision import PRECISIONS  # noqa: E402
 from charlm.splits import SPLITS  # noqa: E402
 from charlm.errors import CharlmError  # noqa: E402
@@ -68,6 +68,11 @@ def main():
 @click.option("--embedding-size", type=NON_NEGATIVE, default=None, help="Input embedding width (0: one-hot).")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout on non-recurrent connections, in [0, 1).")
+@click.option("--dropout-mask", type=click.Choice(DROPOUT_MASKS), default=None,
+              help="A new dropout mask every time step (Zaremba et al.) or one per sequence (variational).")
+@click.option("--auto-dropout/--no-auto-dropout", default=None,
+              help="Choose the dropout from how often the budget will read the training text "
+                   "(the fast preset's; an explicit --dropout turns it off).")
 @click.option("--init", type=click.Choice(INITS), default=None,
               help="Weight initialisation: the notebook's truncated normal (mean -0.1), uniform +-0.08, "
                    "or Glorot-uniform with orthogonal recurrent weights (the ud730 preset's).")

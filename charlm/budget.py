@@ -13,7 +13,22 @@ the one that will end the run first sets it.
 """
 from __future__ import annotations
 
+import math
 import time
+
+# --auto-dropout: none while the run reads its training text up to FREE_PASSES times, then
+# DROPOUT_PER_DOUBLING more for each doubling of the passes, up to MAX_DROPOUT (measured in
+# benchmarks/README.md, "Quality per time").
+FREE_PASSES = 8.0
+DROPOUT_PER_DOUBLING = 0.2
+MAX_DROPOUT = 0.5
+
+
+def dropout_for_passes(passes: float) -> float:
+    """The dropout a run that reads its training text ``passes`` times gets from ``--auto-dropout``."""
+    if passes <= FREE_PASSES:
+        return 0.0
+    return round(min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(passes / FREE_PASSES)), 2)
 
 
 class Budget:
@@ -66,9 +81,21 @@ class Budget:
         rate = seconds / steps
         self.seconds_per_step = rate if self.seconds_per_step is None else 0.7 * self.seconds_per_step + 0.3 * rate
 
+    def recompiled(self):
+        """The step was compiled again: its next block is not a measure either."""
+        self._blocks = 0
+
     def record(self, what: str, seconds: float):
         """The time a validation or a save took: the run's end keeps that much in reserve."""
         self.ending[what] = seconds
+
+    def steps_ahead(self, step: int) -> float:
+        """The steps the run will have taken when its budget ends (``None`` before it can tell)."""
+        if not self.time_limit:
+            return self.steps
+        if self.seconds_per_step is None:
+            return None
+        return min(self.steps, step + max(0.0, self.left()) / self.seconds_per_step)
 
     # -- the schedule -----------------------------------------------------------------------------
     def progress(self, step: int) -> tuple[float, float]:

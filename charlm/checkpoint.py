@@ -70,6 +70,17 @@ def write_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig, voca
         raise CharlmError(f"cannot write {path}: {write_failure(run_dir, e)}")
 
 
+def update_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig):
+    """Rewrite the run's ``config.json`` with new model and training settings (the rest kept)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.update(model=dataclasses.asdict(model), train=dataclasses.asdict(train))
+        atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise CharlmError(f"cannot write {path}: {write_failure(run_dir, e)}")
+
+
 def read_run_config(run_dir) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.exists():

@@ -24,6 +24,10 @@ CELLS = ("lstm", "gru", "rnn")
 # "budget", a short warm-up then a linear decay to zero that ends with the run's budget (the
 # time limit, or the step count).
 SCHEDULES = ("step", "budget")
+# Dropout masks: "step", a new mask at every time step (Zaremba et al. 2014); "sequence", one mask
+# per batch row for the whole window (variational dropout, Gal & Ghahramani 2016), which draws
+# far fewer random numbers.
+DROPOUT_MASKS = ("step", "sequence")
 
 
 @dataclass
@@ -33,6 +37,7 @@ class ModelConfig:
     layers: int = 1
     embedding_size: int = 0       # 0: one-hot input (the notebook's char model)
     dropout: float = 0.0          # on non-recurrent connections only (Zaremba et al. 2014)
+    dropout_mask: str = "step"    # a new mask each time step, or one per sequence ("sequence")
     init: str = "notebook"        # one of INITS
     cell: str = "lstm"            # one of CELLS (runs saved before the field existed are LSTMs)
 
@@ -45,6 +50,8 @@ class ModelConfig:
         _check(self.kind == "char" or self.embedding_size > 0,
                "bigram models read an embedding: give --embedding-size > 0")
         _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1) (got {self.dropout})")
+        _check(self.dropout_mask in DROPOUT_MASKS,
+               f"--dropout-mask must be one of {', '.join(DROPOUT_MASKS)} (got {self.dropout_mask!r})")
         _check(self.init in INITS, f"unknown init {self.init!r}")
         _check(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         return self
@@ -64,6 +71,7 @@ class TrainConfig:
     staircase: bool = True
     warmup_steps: int = 0         # "budget": steps of linear warm-up from zero
     weight_decay: float = 0.0     # Adam: decoupled weight decay of the weight matrices (AdamW)
+    auto_dropout: bool = False    # choose the dropout from the passes the budget makes over the text
     clip: float = 1.25            # global gradient norm; 0 turns clipping off
     valid_size: int = 1000        # characters of the corpus held out for validation ...
     valid_split: str = "first"    # ... taken from its start, or spread through it (charlm.splits)
@@ -116,7 +124,8 @@ PRESETS: dict[str, dict] = {
                   decay_rate=0.5, decay_steps=2000, staircase=True, clip=5.0, valid_size=10000),
     # The best held-out loss for a time budget on any text (charlm's choice, measured in
     # benchmarks/README.md "Quality per time"): the learning rate is laid over --time-limit.
-    "fast": dict(kind="char", hidden=512, layers=1, embedding_size=64, dropout=0.0, init="orthogonal",
+    "fast": dict(kind="char", hidden=512, layers=1, embedding_size=64, dropout=0.0, dropout_mask="sequence",
+                 auto_dropout=True, init="orthogonal",
                  batch_size=64, unrollings=50, steps=1_000_000, optimizer="adam", learning_rate=0.008,
                  schedule="budget", warmup_steps=100, clip=5.0, valid_size=20000, valid_split="spread",
                  time_limit=600.0, log_every=200, sample_every=0, checkpoint_every=1000),
@@ -145,6 +154,8 @@ def build_configs(preset: str = "ud730", **overrides) -> tuple[ModelConfig, Trai
     if values.get("kind") == "bigram" and not values.get("embedding_size"):
         if overrides.get("embedding_size") is None:
             values["embedding_size"] = 64
+    if overrides.get("dropout") is not None and overrides.get("auto_dropout") is None:
+        values["auto_dropout"] = False          # a dropout the user gives is the dropout
     model = ModelConfig(**{k: v for k, v in values.items() if k in field_names(ModelConfig)})
     train = TrainConfig(**{k: v for k, v in values.items() if k in field_names(TrainConfig)})
     return model.validate(), train.validate()

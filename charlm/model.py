@@ -155,6 +155,8 @@ class CharLM(tf.Module):
         rate = self.config.dropout
         if seed is None or rate <= 0:
             return x
+        if shape is None and self.config.dropout_mask == "sequence" and x.shape.rank == 3:
+            shape = tf.concat([[1], tf.shape(x)[1:]], 0)        # [1, B, D]: one mask per row
         keep = 1.0 - rate
         noise = tf.random.stateless_uniform(shape if shape is not None else tf.shape(x),
                                             seed=seed + tf.constant([0, salt], dtype=seed.dtype),

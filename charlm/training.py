@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from . import checkpoint as ckpt
 from .batches import BatchGenerator
-from .budget import Budget
+from .budget import Budget, dropout_for_passes
 from .distribute import ReplicaSteps
 from .config import ModelConfig, TrainConfig, build_configs
 from .errors import CharlmError
@@ -151,16 +151,36 @@ class Trainer(ReplicaSteps):
         self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096,
                              streams=max(1, min(64, self.tokenizer.tokens(valid_ids).size // 1000)))
         self.sampler = Sampler(self.model, self.tokenizer)
-        # autograph=False: every loop in these functions is an explicit tf.while_loop or a Python
-        # loop over known sizes, and converting the source cost ~1 s of each run's first call
-        if self.strategy is None:
-            self._train_fn = tf.function(self._train_block, jit_compile=xla,
-                                         reduce_retracing=True, autograph=False)
-        else:
-            self._train_fn = tf.function(self._train_block_distributed, reduce_retracing=True, autograph=False)
+        self._train_fn = self._compile()
+        if self.strategy is not None:
             self._agree_fn = tf.function(self._any_replica)
         self._stop_signal = None
         self.report = Reporter(self.run_dir, log, self.is_chief, self.chars_per_token)
+
+    def _compile(self):
+        """The compiled block of steps (traced anew by each function this returns)."""
+        # autograph=False: every loop in these functions is an explicit tf.while_loop or a Python
+        # loop over known sizes, and converting the source cost ~1 s of each run's first call
+        if self.strategy is None:
+            return tf.function(self._train_block, jit_compile=self.xla, reduce_retracing=True, autograph=False)
+        return tf.function(self._train_block_distributed, reduce_retracing=True, autograph=False)
+
+    def _choose_dropout(self, budget: Budget):
+        """``--auto-dropout``: once the speed is measured, the dropout for the passes over the
+        training text the budget will make (kept in ``config.json``; a resumed run keeps it)."""
+        ahead = budget.steps_ahead(self.step)
+        if ahead is None:
+            return
+        passes = ahead * self.cfg.batch_size * self.cfg.unrollings / max(self.generator.tokens.size, 1)
+        rate = dropout_for_passes(passes)
+        self.log(f"--auto-dropout: the run will read its training text about {passes:.1f} times; dropout {rate:g}")
+        self.cfg.auto_dropout = False
+        if rate > 0:
+            self.model_cfg.dropout = rate
+            self._train_fn = self._compile()
+            budget.recompiled()
+        if self.is_chief:
+            ckpt.update_run_config(self.run_dir, self.model_cfg, self.cfg)
 
     # -- the compiled block of steps ---------------------------------------------------------------
     def _one_step(self, batch, progress):
@@ -292,6 +312,8 @@ class Trainer(ReplicaSteps):
         try:
             while self.step < total:
                 losses, norms, lrs = self._block(self._block_length(total, budget), budget)
+                if cfg.auto_dropout:
+                    self._choose_dropout(budget)
                 window.add(losses)
                 step = self.step
                 result.last_loss = float(losses[-1])

@@ -103,6 +103,45 @@ def test_budget_progress_by_steps_and_by_time():
     assert done.out_of_time() and done.block(0, 50) == 1
 
 
+def test_auto_dropout_grows_with_the_passes_over_the_text():
+    from charlm.budget import FREE_PASSES, MAX_DROPOUT, dropout_for_passes
+
+    assert dropout_for_passes(0.5) == dropout_for_passes(FREE_PASSES) == 0.0
+    rates = [dropout_for_passes(p) for p in (10, 16, 32, 64, 1000)]
+    assert rates == sorted(rates) and 0 < rates[0] < rates[1] == pytest.approx(0.2) and rates[-1] == MAX_DROPOUT
+
+
+def test_auto_dropout_is_chosen_once_and_kept(corpus, tmp_path):
+    run = tmp_path / "run"
+    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--time-limit", 15, "--log-every", 10,
+               "--checkpoint-dir", run)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stderr.splitlines() if l.startswith("--auto-dropout"))
+    passes = float(line.split("about ")[1].split(" times")[0])
+    config = json.loads((run / "config.json").read_text())
+    from charlm.budget import dropout_for_passes
+    assert config["model"]["dropout"] == dropout_for_passes(passes) > 0    # 60,000 characters: many passes
+    assert config["train"]["auto_dropout"] is False and config["model"]["dropout_mask"] == "sequence"
+    # an explicit --dropout is the dropout
+    from charlm.config import build_configs
+    model, train = build_configs("fast", dropout=0.3)
+    assert model.dropout == 0.3 and not train.auto_dropout
+
+
+def test_sequence_dropout_masks_whole_windows():
+    import tensorflow as tf
+
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+
+    x = tf.ones([6, 4, 5])
+    for mask, same_over_time in (("sequence", True), ("step", False)):
+        model = CharLM(ModelConfig(hidden=5, embedding_size=3, dropout=0.5, dropout_mask=mask), 7)
+        kept = model._dropout(x, tf.constant([1, 2], tf.int64), 0).numpy() > 0
+        assert np.all(kept == kept[:1]) == same_over_time
+        assert 0.2 < kept.mean() < 0.8
+
+
 def test_adamw_decays_weight_matrices_only():
     import tensorflow as tf
 
@@ -119,7 +158,8 @@ def test_adamw_decays_weight_matrices_only():
 def test_time_limit_ends_the_schedule_with_the_time_and_resume_extends_it(corpus, tmp_path):
     run = tmp_path / "run"
     began = time.perf_counter()
-    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--time-limit", 12, "--log-every", 10, "--warmup-steps", 10,
+    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--time-limit", 12, "--log-every", 10,
+               "--warmup-steps", 10, "--no-auto-dropout",
                "--checkpoint-dir", run)
     wall = time.perf_counter() - began
     assert proc.returncode == 0, proc.stderr
