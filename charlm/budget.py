@@ -65,7 +65,7 @@ class Budget:
             return False
         return self.left() < (self.seconds_per_step or 0.0)
 
-    def block(self, step: int, most: int) -> int:
+    def block(self, most: int) -> int:
         """How many of the next ``most`` steps fit in the time left (at least one)."""
         if not self.time_limit or self.seconds_per_step is None:
             return most

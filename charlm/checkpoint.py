@@ -63,19 +63,19 @@ def write_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig, voca
     }
     if tokenizer is not None and tokenizer.to_dict():     # a sparse bigram model's pair list
         data["tokens"] = tokenizer.to_dict()
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    except OSError as e:
-        raise CharlmError(f"cannot write {path}: {write_failure(run_dir, e)}")
+    _write_config(run_dir, data)
 
 
 def update_run_config(run_dir: Path, model: ModelConfig, train: TrainConfig):
     """Rewrite the run's ``config.json`` with new model and training settings (the rest kept)."""
+    data = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    data.update(model=dataclasses.asdict(model), train=dataclasses.asdict(train))
+    _write_config(run_dir, data)
+
+
+def _write_config(run_dir: Path, data: dict):
     path = Path(run_dir) / CONFIG_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data.update(model=dataclasses.asdict(model), train=dataclasses.asdict(train))
         atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     except OSError as e:
         raise CharlmError(f"cannot write {path}: {write_failure(run_dir, e)}")

@@ -354,7 +354,7 @@ class Trainer(ReplicaSteps):
             if every:
                 stops.append((step // every + 1) * every)
         count = min(stops) - step
-        return count if self.xla else budget.block(step, count)
+        return count if self.xla else budget.block(count)
 
     def _block(self, count: int, budget: Budget):
         """Run ``count`` steps in one compiled call: per-step losses, gradient norms, learning rates."""

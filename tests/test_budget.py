@@ -85,7 +85,7 @@ def test_budget_progress_by_steps_and_by_time():
 
     by_steps = Budget(steps=200)
     assert by_steps.progress(50) == (0.25, 0.005)
-    assert by_steps.block(50, 100) == 100 and not by_steps.out_of_time()
+    assert by_steps.block(100) == 100 and not by_steps.out_of_time()
     # 40 s used by earlier sessions, 20 s in this one, 100 s in all: the time sets the pace
     now = time.perf_counter()
     timed = Budget(steps=10**9, time_limit=100, used=40, started=now - 20)
@@ -97,10 +97,10 @@ def test_budget_progress_by_steps_and_by_time():
     span = 100 - timed.reserve
     assert p == pytest.approx(60 / span, abs=0.01) and dp == pytest.approx(0.1 / span)
     left = 100 - timed.reserve - 60
-    assert timed.block(7, 10**6) == pytest.approx(left / 0.1, abs=2)
+    assert timed.block(10**6) == pytest.approx(left / 0.1, abs=2)
     done = Budget(steps=10**9, time_limit=100, used=99.5, started=now)
     done.record_block(1, 1.0), done.record_block(1, 0.1)
-    assert done.out_of_time() and done.block(0, 50) == 1
+    assert done.out_of_time() and done.block(50) == 1
 
 
 def test_auto_dropout_grows_with_the_passes_over_the_text():
