@@ -19,8 +19,8 @@ import click  # noqa: E402
 
 from charlm import __version__  # noqa: E402
 from charlm.config import CELLS, DROPOUT_MASKS, INITS, PRESETS, SCHEDULES  # noqa: E402
-from charlm.precision import PRECISIONS  # noqa: E402
-from charlm.splits import SPLITS  # noqa: E402
+from charlm.fast.precision import PRECISIONS  # noqa: E402
+from charlm.data.splits import SPLITS  # noqa: E402
 from charlm.errors import CharlmError  # noqa: E402
 
 POSITIVE = click.IntRange(min=1)
@@ -125,7 +125,7 @@ def main():
 def train(corpus, preset, kind, checkpoint_dir, resume, **options):
     """Train a model; checkpoints, metrics and TensorBoard logs go to the run folder."""
     _quiet_tensorflow()
-    from charlm.training import train as run
+    from charlm.training.trainer import train as run
 
     result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, preset=preset,
                  kind=kind, started=STARTED, **options)
@@ -141,7 +141,7 @@ def _checkpoint_option(fn):
 
 
 def _resolve_checkpoint(path):
-    from charlm.checkpoint import find_latest_run
+    from charlm.run.checkpoint import find_latest_run
 
     return path if path is not None else str(find_latest_run())
 
@@ -165,7 +165,7 @@ OOV_OPTION = click.option("--oov", type=click.Choice(["error", "skip"]), default
 def sample(checkpoint, length, prime, temperature, top_k, seed, num_samples, oov):
     """Generate text: stdout holds the prime followed by exactly LENGTH characters per sample."""
     _quiet_tensorflow()
-    from charlm.sampling import sample as generate
+    from charlm.use.sampling import sample as generate
 
     path = _resolve_checkpoint(checkpoint)
     click.echo(f"sampling from {path}", err=True)
@@ -198,8 +198,8 @@ def eval_(checkpoint, text_file, split, as_json, streams, precision, oov):
     if not text_file and not split:
         split = "valid"
     _quiet_tensorflow()
-    from charlm.corpora import read_text_file
-    from charlm.scoring import evaluate
+    from charlm.data.corpora import read_text_file
+    from charlm.use.scoring import evaluate
 
     path = _resolve_checkpoint(checkpoint)
     text = read_text_file(text_file) if text_file else None
@@ -226,7 +226,7 @@ def eval_(checkpoint, text_file, split, as_json, streams, precision, oov):
 def export(checkpoint, output):
     """Write a SavedModel with generate(prime, length, temperature) and score(text)."""
     _quiet_tensorflow()
-    from charlm.export import export as write
+    from charlm.use.export import export as write
 
     click.echo(str(write(_resolve_checkpoint(checkpoint), output)))
 
@@ -241,7 +241,7 @@ def datasets():
 @user_errors
 def datasets_list():
     """The named datasets, their sizes and whether they are cached."""
-    from charlm.corpora import DATASETS, dataset_path
+    from charlm.data.corpora import DATASETS, dataset_path
 
     for name, ds in DATASETS.items():
         cached = "cached" if dataset_path(name).exists() else "not downloaded"
@@ -256,7 +256,7 @@ def datasets_list():
 @user_errors
 def datasets_download(name, data_dir, mirror):
     """Download NAME into the cache (checked by size and sha256)."""
-    from charlm.corpora import download
+    from charlm.data.corpora import download
 
     click.echo(str(download(name, data_dir=data_dir, mirror=mirror)))
 
@@ -294,7 +294,7 @@ def mirror():
 def mirror_train(corpus, checkpoint_dir, resume, **options):
     """Train the encoder-decoder; checkpoints, metrics and TensorBoard logs go to the run folder."""
     _quiet_tensorflow()
-    from charlm.mirror import train as run
+    from charlm.mirror.core import train as run
 
     result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, **options)
     click.echo(json.dumps({"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
@@ -310,7 +310,7 @@ def mirror_train(corpus, checkpoint_dir, resume, **options):
 def mirror_run(checkpoint, text, oov):
     """Print the mirrored line; without --text, one output line per stdin line, in order."""
     _quiet_tensorflow()
-    from charlm.mirror import Mirror
+    from charlm.mirror.core import Mirror
 
     model = Mirror(checkpoint)
     if text is not None:
@@ -353,8 +353,8 @@ def _more_waiting(stream) -> bool:
 def mirror_eval(checkpoint, text_file, lines, seed, as_json, oov):
     """Per-character, per-word and exact-line accuracy on lines of 1-10 words cut from a text."""
     _quiet_tensorflow()
-    from charlm.corpora import read_text_file
-    from charlm.mirror import evaluate
+    from charlm.data.corpora import read_text_file
+    from charlm.mirror.core import evaluate
 
     figures = evaluate(checkpoint, read_text_file(text_file), lines=lines, seed=seed, oov=oov)
     if as_json:

@@ -30,7 +30,7 @@ def autodiff_static(cell):
 
 
 def autodiff_loop(cell):
-    from charlm import cells
+    from charlm.nn import cells
 
     # the inference loop (a plain tf.while_loop), differentiated by TensorFlow
     return lambda xw, h, w_h, *params: cells.recur(cell, xw, h, static=False)
@@ -41,8 +41,8 @@ def step_ms(cell, hidden, unrollings, xla, repeat, batch=64):
     import tensorflow as tf
 
     from charlm.config import ModelConfig, TrainConfig
-    from charlm.model import CharLM
-    from charlm.optim import make_optimizer
+    from charlm.nn.model import CharLM
+    from charlm.training.optim import make_optimizer
 
     model = CharLM(ModelConfig(hidden=hidden, cell=cell, init="orthogonal"), 27)
     variables = model.trainable_variables
@@ -73,7 +73,7 @@ def main():
     from charlm.runtime import import_tensorflow_quietly
 
     tf = import_tensorflow_quietly()
-    from charlm import cells
+    from charlm.nn import cells
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     hand = cells._bptt_static, cells._bptt_loop

@@ -16,10 +16,10 @@ from charlm.runtime import import_tensorflow_quietly, set_threads  # noqa: E402
 import_tensorflow_quietly()
 set_threads(1)
 from charlm.config import ModelConfig  # noqa: E402
-from charlm.scoring import Scorer  # noqa: E402
-from charlm.model import CharLM  # noqa: E402
-from charlm.sampling import Sampler  # noqa: E402
-from charlm.vocab import Tokenizer, Vocabulary  # noqa: E402
+from charlm.use.scoring import Scorer  # noqa: E402
+from charlm.nn.model import CharLM  # noqa: E402
+from charlm.use.sampling import Sampler  # noqa: E402
+from charlm.data.vocab import Tokenizer, Vocabulary  # noqa: E402
 
 
 def main():

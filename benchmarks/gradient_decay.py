@@ -42,8 +42,8 @@ def decay(run, text, max_k, positions, batch, burn_in, seed, untrained=False):
     import numpy as np
     import tensorflow as tf
 
-    from charlm.checkpoint import load_model
-    from charlm.model import CharLM
+    from charlm.run.checkpoint import load_model
+    from charlm.nn.model import CharLM
 
     model, tokenizer, info = load_model(run)
     if untrained:

@@ -55,7 +55,7 @@ def main():
 
     from charlm.runtime import import_tensorflow_quietly
     import_tensorflow_quietly()
-    from charlm.mirror import Mirror, cut_lines, random_letter_lines
+    from charlm.mirror.core import Mirror, cut_lines, random_letter_lines
 
     model = Mirror(run)
     words = read_corpus(corpus).split()

@@ -141,9 +141,9 @@ from charlm.runtime import import_tensorflow_quietly, set_threads
 import_tensorflow_quietly()
 set_threads({threads})
 from charlm.config import ModelConfig
-from charlm.model import CharLM
-from charlm.sampling import Sampler
-from charlm.vocab import Tokenizer, Vocabulary
+from charlm.nn.model import CharLM
+from charlm.use.sampling import Sampler
+from charlm.data.vocab import Tokenizer, Vocabulary
 tok = Tokenizer("char", Vocabulary(string.printable[:{vocab}]))
 sampler = Sampler(CharLM(ModelConfig(hidden={hidden}, embedding_size={embedding}), tok.num_tokens), tok)
 sampler.generate("a", 1000, seed=0)

@@ -14,17 +14,20 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {
-    "train": "training", "Trainer": "training", "TrainResult": "training",
-    "sample": "sampling", "Sampler": "sampling",
-    "evaluate": "scoring", "Scorer": "scoring", "Score": "scoring",
-    "load_model": "checkpoint", "find_latest_run": "checkpoint",
-    "CharLM": "model", "LSTMCell": "model",
-    "BatchGenerator": "batches",
-    "Vocabulary": "vocab", "Tokenizer": "vocab",
+    "train": "training.trainer", "Trainer": "training.trainer", "TrainResult": "training.trainer",
+    "sample": "use.sampling", "Sampler": "use.sampling",
+    "evaluate": "use.scoring", "Scorer": "use.scoring", "Score": "use.scoring",
+    "export": "use.export",
+    "load_model": "run.checkpoint", "find_latest_run": "run.checkpoint",
+    "CharLM": "nn.model", "LSTMCell": "nn.cells", "GRUCell": "nn.cells", "RNNCell": "nn.cells",
+    "BatchGenerator": "data.batches",
+    "Vocabulary": "data.vocab", "Tokenizer": "data.vocab",
     "ModelConfig": "config", "TrainConfig": "config", "PRESETS": "config", "build_configs": "config",
-    "load_corpus": "corpora", "read_text_file": "corpora", "download": "corpora", "DATASETS": "corpora",
+    "load_corpus": "data.corpora", "read_text_file": "data.corpora", "download": "data.corpora",
+    "DATASETS": "data.corpora",
     "CharlmError": "errors",
-    "mirror_text": "mirror", "train_mirror": "mirror", "evaluate_mirror": "mirror", "Mirror": "mirror",
+    "mirror_text": "mirror.core", "train_mirror": "mirror.core", "evaluate_mirror": "mirror.core",
+    "Mirror": "mirror.core",
 }
 
 __all__ = sorted(_API)

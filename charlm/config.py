@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import CharlmError
-from .precision import PRECISIONS
-from .splits import SPLITS
+from charlm.errors import CharlmError
+from charlm.fast.precision import PRECISIONS
+from charlm.data.splits import SPLITS
 
 
 # Weight initialisations: "notebook", ud730's truncated normal (mean -0.1, sd 0.1); "uniform",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from charlm.batches import BatchGenerator
+from charlm.data.batches import BatchGenerator
 from charlm.errors import CharlmError
-from charlm.vocab import Tokenizer, Vocabulary
+from charlm.data.vocab import Tokenizer, Vocabulary
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 HYPO = settings(max_examples=120, deadline=None)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from charlm.config import build_configs
-from charlm.training import Trainer
+from charlm.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,7 +35,7 @@ def corpus(tmp_path_factory):
 @settings(max_examples=200, deadline=None)
 @given(length=st.integers(0, 200_000), valid=st.integers(0, 50_000))
 def test_spread_split_samples_the_whole_text_and_loses_nothing(length, valid):
-    from charlm.splits import spread_chunks, split_ids
+    from charlm.data.splits import spread_chunks, split_ids
 
     ids = np.arange(length)
     held, kept = split_ids(ids, valid, "spread")
@@ -56,7 +56,7 @@ def test_spread_split_samples_the_whole_text_and_loses_nothing(length, valid):
 
 
 def test_first_split_is_the_notebooks():
-    from charlm.splits import split_ids
+    from charlm.data.splits import split_ids
 
     held, kept = split_ids(np.arange(50), 10, "first")
     assert held.tolist() == list(range(10)) and kept.tolist() == list(range(10, 50))
@@ -65,7 +65,7 @@ def test_first_split_is_the_notebooks():
 # -- the schedule -------------------------------------------------------------------------------------
 def test_budget_schedule_warms_up_then_falls_linearly_to_zero():
     from charlm.config import build_configs
-    from charlm.optim import learning_rate
+    from charlm.training.optim import learning_rate
 
     _, cfg = build_configs("fast", learning_rate=0.01, warmup_steps=10)
     lr = lambda step, p: float(learning_rate(cfg, step, p))  # noqa: E731
@@ -81,7 +81,7 @@ def test_budget_schedule_warms_up_then_falls_linearly_to_zero():
 
 
 def test_budget_progress_by_steps_and_by_time():
-    from charlm.budget import Budget
+    from charlm.training.budget import Budget
 
     by_steps = Budget(steps=200)
     assert by_steps.progress(50) == (0.25, 0.005)
@@ -104,7 +104,7 @@ def test_budget_progress_by_steps_and_by_time():
 
 
 def test_auto_dropout_grows_with_the_passes_over_the_text():
-    from charlm.budget import FREE_PASSES, MAX_DROPOUT, dropout_for_passes
+    from charlm.training.budget import FREE_PASSES, MAX_DROPOUT, dropout_for_passes
 
     assert dropout_for_passes(0.5) == dropout_for_passes(FREE_PASSES) == 0.0
     rates = [dropout_for_passes(p) for p in (10, 16, 32, 64, 1000)]
@@ -119,7 +119,7 @@ def test_auto_dropout_is_chosen_once_and_kept(corpus, tmp_path):
     line = next(l for l in proc.stderr.splitlines() if l.startswith("--auto-dropout"))
     passes = float(line.split("about ")[1].split(" times")[0])
     config = json.loads((run / "config.json").read_text())
-    from charlm.budget import dropout_for_passes
+    from charlm.training.budget import dropout_for_passes
     assert config["model"]["dropout"] == dropout_for_passes(passes) > 0    # 60,000 characters: many passes
     assert config["train"]["auto_dropout"] is False and config["model"]["dropout_mask"] == "sequence"
     # an explicit --dropout is the dropout
@@ -132,7 +132,7 @@ def test_sequence_dropout_masks_whole_windows():
     import tensorflow as tf
 
     from charlm.config import ModelConfig
-    from charlm.model import CharLM
+    from charlm.nn.model import CharLM
 
     x = tf.ones([6, 4, 5])
     for mask, same_over_time in (("sequence", True), ("step", False)):
@@ -145,7 +145,7 @@ def test_sequence_dropout_masks_whole_windows():
 def test_adamw_decays_weight_matrices_only():
     import tensorflow as tf
 
-    from charlm.optim import Adam
+    from charlm.training.optim import Adam
 
     w, b = tf.Variable(tf.ones([2, 3])), tf.Variable(tf.ones([3]))
     opt = Adam([w, b], weight_decay=0.1)
@@ -200,12 +200,12 @@ def test_eval_split_valid_scores_what_training_validated(corpus, tmp_path):
 def test_a_run_saved_before_its_seconds_were_kept_resumes(corpus, tmp_path):
     import tensorflow as tf
 
-    from charlm.training import Trainer, train
+    from charlm.training.trainer import Trainer, train
 
     run = tmp_path / "run"
     train(str(corpus), run, preset="fast", hidden=16, batch_size=8, unrollings=8, embedding_size=8,
           steps=5, log_every=5, sample_every=0, valid_size=500, log=lambda m: None)
-    from charlm import checkpoint as ckpt
+    from charlm.run import checkpoint as ckpt
     info = ckpt.read_run_config(run)
     trainer = Trainer(info["model_config"], info["train_config"], corpus.read_text(), run, resume=True,
                       log=lambda m: None)

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charlm import cells
+from charlm.nn import cells
 from charlm.config import ModelConfig
-from charlm.model import CharLM
-from charlm.sampling import Sampler
-from charlm.scoring import Scorer
-from charlm.vocab import Tokenizer, Vocabulary
+from charlm.nn.model import CharLM
+from charlm.use.sampling import Sampler
+from charlm.use.scoring import Scorer
+from charlm.data.vocab import Tokenizer, Vocabulary
 from reference import cell_weights_of, gru_cell, log_softmax, numpy_forward_cells, split_columns, tanh_cell
 from test_model import _check_finite_differences
 
@@ -58,7 +58,7 @@ def test_single_matmul_step_equals_per_gate_cell(cell):
 # Python-unrolled, plain while-loop, and (None with the unroll limit below the length) hand-BPTT loops
 @pytest.mark.parametrize("static", [True, False, None])
 def test_unroll_matches_numpy_forward(cell, embedding, layers, static, monkeypatch):
-    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", 4)
+    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", 4)
     steps = 9
     model = make_model(cell, embedding=embedding, layers=layers)
     rng = np.random.default_rng(1)
@@ -92,7 +92,7 @@ def test_step_matches_numpy(cell, embedding, layers):
 @pytest.mark.parametrize("embedding,layers,dropout", [(0, 1, 0.0), (4, 2, 0.3)])
 @pytest.mark.parametrize("limit", [20, 2])      # the Python-unrolled window, and the hand-BPTT loops
 def test_gradients_match_finite_differences(cell, embedding, layers, dropout, limit, monkeypatch):
-    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", limit)
+    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", limit)
     model = make_model(cell, embedding=embedding, layers=layers, hidden=5, tokens=6, dropout=dropout)
     tokens = tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2)))
     _check_finite_differences(model, tokens, tf.constant([7, 11], tf.int64) if dropout else None)
@@ -113,7 +113,7 @@ def _keras_gru(units, inputs, seed=0):
 def test_gru_matches_keras_gru_with_reset_after(static, monkeypatch):
     """Keras' GRU (reset_after=True) with random weights, moved into a charlm GRU layer: the same
     outputs, final state and gradients (charlm's hand backward against Keras' autodiff)."""
-    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", 3)
+    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", 3)
     steps, batch, inputs, units = 7, 3, 4, 5
     layer = _keras_gru(units, inputs)
     kernel, recurrent, bias = layer.get_weights()

@@ -35,7 +35,7 @@ def texts(tmp_path_factory):
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_cell_run_trains_samples_evaluates_exports_and_resumes(cell, texts, tmp_path):
     import tensorflow as tf
-    from charlm.scoring import evaluate
+    from charlm.use.scoring import evaluate
 
     run = tmp_path / cell
     r = invoke("train", "--corpus", texts / "train.txt", "--checkpoint-dir", run, "--cell", cell,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from charlm import corpora
-from charlm.corpora import (DATA_DIR_ENV, DATASETS, MIRROR_ENV, Dataset, dataset_path, default_data_dir,
+from charlm.data import corpora
+from charlm.data.corpora import (DATA_DIR_ENV, DATASETS, MIRROR_ENV, Dataset, dataset_path, default_data_dir,
                             describe_corpus, download, load_corpus, read_text_file)
 from charlm.errors import CharlmError
 
@@ -190,7 +190,7 @@ def test_installed_charlm_keeps_datasets_in_its_cache(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}
     env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(site))
-    out = subprocess.run([sys.executable, "-c", "from charlm.corpora import default_data_dir; "
+    out = subprocess.run([sys.executable, "-c", "from charlm.data.corpora import default_data_dir; "
                           "print(default_data_dir())"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == str(tmp_path / "cache" / "charlm" / "datasets"), out.stderr

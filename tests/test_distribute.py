@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import ROOT, make_text
-from charlm.distribute import cluster_spec, is_chief_task, setup
+from charlm.training.distribute import cluster_spec, is_chief_task, setup
 from charlm.errors import CharlmError
 
 RUN = ["--hidden", "64", "--optimizer", "adam", "--learning-rate", "0.01", "--steps", "200",

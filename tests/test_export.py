@@ -48,7 +48,7 @@ def test_export_generates_in_plain_tensorflow(kind, tmp_path):
             continue
         prime, length = key.split("|")
         assert text.startswith(prime) and len(text) == len(prime) + int(length), key
-    from charlm.scoring import evaluate
+    from charlm.use.scoring import evaluate
 
     score, _ = evaluate(run, text=held)
     assert got["score"] == pytest.approx(score.nats_per_char, rel=1e-4)

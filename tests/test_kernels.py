@@ -1,4 +1,4 @@
-"""charlm's LSTM step kernels (charlm/kernels): built from source, checked against plain ops."""
+"""charlm's LSTM step kernels (charlm/fast/kernels): built from source, checked against plain ops."""
 import os
 import shutil
 import subprocess
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charlm import kernels
-from charlm.model import _cell_backward, _cell_forward, _recur, _recur_loop, _recur_steps
+from charlm.fast import kernels
+from charlm.nn.model import _cell_backward, _cell_forward, _recur, _recur_loop, _recur_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_compiler = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
@@ -117,7 +117,7 @@ def test_long_window_loop_uses_the_kernels_unless_turned_off(monkeypatch):
 def test_without_a_compiler_training_falls_back_to_plain_ops(tmp_path):
     """A failed build costs one stderr line and nothing else: the model still computes."""
     code = ("import numpy as np, tensorflow as tf\n"
-            "from charlm.model import _recur\n"
+            "from charlm.nn.model import _recur\n"
             f"x = tf.constant(np.linspace(-1, 1, {LONG} * 2 * 12).reshape({LONG}, 2, 12), tf.float32)\n"
             "h = tf.zeros([2, 3])\n"
             "print(float(tf.reduce_sum(_recur(x, h, h, tf.fill([3, 12], 0.1))[0])))\n")

@@ -1,10 +1,13 @@
-"""The package's modules import one way: no module reaches back to one that imports it."""
+"""The package's layers import downward only: data -> fast -> config -> nn -> run -> use -> training
+-> mirror, each sub-package a stage of the flow (README, "How the code is laid out")."""
 import ast
-from pathlib import Path
 
 from conftest import ROOT
 
 PACKAGE = ROOT / "charlm"
+# lowest first; a module may import its own layer and the ones before it, never one after
+LAYERS = ["charlm.errors charlm.runtime", "charlm.data", "charlm.fast", "charlm.config", "charlm.nn",
+          "charlm.run", "charlm.use", "charlm.training", "charlm.mirror"]
 
 
 def imports() -> dict[str, set[str]]:
@@ -12,7 +15,7 @@ def imports() -> dict[str, set[str]]:
     modules = {}
     for path in PACKAGE.rglob("*.py"):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        package = parts[:-1] if path.name != "__init__.py" else parts[:-1]
+        package = parts[:-1]
         name = ".".join(parts[:-1] if path.name == "__init__.py" else parts)
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
@@ -22,11 +25,18 @@ def imports() -> dict[str, set[str]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                     found |= {f"{target}.{a.name}" for a in node.names} | {target}
                 elif node.module and node.module.startswith("charlm"):
-                    found.add(node.module)
+                    found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
             elif isinstance(node, ast.Import):
                 found |= {a.name for a in node.names if a.name.startswith("charlm")}
         modules[name] = found
     return {name: {d for d in deps if d in modules and d != name} for name, deps in modules.items()}
+
+
+def layer(module: str) -> int | None:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes.split()):
+            return rank
+    return None
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -54,15 +64,24 @@ def test_the_finder_sees_a_circle():
 
 def test_no_import_circles():
     graph = imports()
-    assert "charlm.training" in graph and "charlm.splits" in graph["charlm.training"]
+    assert "charlm.data.splits" in graph["charlm.training.trainer"]
     assert cycles(graph) == []
 
 
-def test_the_data_flows_downward():
-    """text -> vocabulary -> ids -> batches -> model -> loss -> checkpoint: the lower steps know
+def test_every_module_has_a_layer():
+    graph = imports()
+    assert [m for m in graph if m != "charlm" and layer(m) is None] == []
+
+
+def test_the_layers_import_downward_only():
+    """text -> vocabulary -> ids -> batches -> model -> loss -> checkpoint: the lower layers know
     nothing of training, scoring or the command line."""
     graph = imports()
-    upper = {"charlm.training", "charlm.scoring", "charlm.sampling", "charlm.mirror", "charlm.export"}
-    for low in ("charlm.vocab", "charlm.splits", "charlm.batches", "charlm.model", "charlm.cells",
-                "charlm.optim", "charlm.budget", "charlm.corpora"):
-        assert not graph[low] & upper, (low, graph[low] & upper)
+    upward = sorted((m, d) for m, deps in graph.items() if m != "charlm"
+                    for d in deps if d != "charlm" and layer(d) > layer(m))
+    assert upward == []
+
+
+def test_the_checker_sees_an_upward_import():
+    assert layer("charlm.nn.model") < layer("charlm.use.scoring")
+    assert layer("charlm.data.vocab") < layer("charlm.fast.matmul") < layer("charlm.nn.cells")

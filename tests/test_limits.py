@@ -61,7 +61,7 @@ def greedy_reference(tok, ids):
 
 def test_dense_layout_is_kept_for_small_alphabets():
     """text8's 27 symbols: exactly the 729 tokens a * 27 + b, and config.json is unchanged."""
-    from charlm.vocab import Tokenizer, Vocabulary
+    from charlm.data.vocab import Tokenizer, Vocabulary
 
     vocab = Vocabulary(" abcdefghijklmnopqrstuvwxyz")
     ids = vocab.encode(make_text(5000, seed=2))
@@ -77,8 +77,8 @@ def test_dense_layout_is_kept_for_small_alphabets():
        st.booleans(), st.integers(0, 2**31))
 def test_sparse_cut_is_the_greedy_cut(distinct, train_len, text_len, chunk, search, seed):
     """Vectorised, chunked, by table or by binary search: the same cut as the one-by-one loop."""
-    import charlm.vocab as vocab_module
-    from charlm.vocab import Tokenizer, Vocabulary
+    import charlm.data.vocab as vocab_module
+    from charlm.data.vocab import Tokenizer, Vocabulary
 
     rng = np.random.default_rng(seed)
     vocab = Vocabulary("".join(chr(0x4E00 + k) for k in range(distinct)))
@@ -121,7 +121,7 @@ def cjk_run(tmp_path_factory):
 
 
 def test_cjk_bigram_model_has_a_sensible_size(cjk_run):
-    from charlm.checkpoint import load_model, read_run_config
+    from charlm.run.checkpoint import load_model, read_run_config
 
     info = read_run_config(cjk_run)
     vocab, tok = info["vocabulary"], info["tokenizer"]
@@ -137,8 +137,8 @@ def test_cjk_bigram_model_has_a_sensible_size(cjk_run):
 
 
 def test_cjk_bigram_samples_exact_lengths(cjk_run):
-    from charlm.checkpoint import load_model
-    from charlm.sampling import Sampler
+    from charlm.run.checkpoint import load_model
+    from charlm.use.sampling import Sampler
 
     sampler = Sampler(*load_model(cjk_run)[:2])
     for prime in ("", "一", "一丁", "一丁七三"):            # odd primes leave their last character open
@@ -150,8 +150,8 @@ def test_cjk_bigram_samples_exact_lengths(cjk_run):
 
 
 def test_cjk_bigram_eval_scores_every_character_once(cjk_run):
-    from charlm.checkpoint import load_model
-    from charlm.scoring import Scorer, evaluate
+    from charlm.run.checkpoint import load_model
+    from charlm.use.scoring import Scorer, evaluate
 
     text = (cjk_run.parent / "heldout.txt").read_text(encoding="utf-8")
     proc = cli("eval", "--checkpoint", cjk_run, "--text-file", cjk_run.parent / "heldout.txt", "--json", "--oov", "skip")
@@ -184,8 +184,8 @@ print(json.dumps(out))
 
 
 def test_cjk_bigram_export(cjk_run, tmp_path):
-    from charlm.export import export
-    from charlm.scoring import evaluate
+    from charlm.use.export import export
+    from charlm.use.scoring import evaluate
 
     out = export(cjk_run, tmp_path / "saved")
     held = (cjk_run.parent / "heldout.txt").read_text(encoding="utf-8")[:301]
@@ -214,7 +214,7 @@ def test_huge_bigram_vocabulary_ends_in_one_line(tmp_path):
     """20,000 distinct characters, 200,000 of them: ~90,000 bigram tokens; 50 x 1000 positions of
     their logits need ~50 GB."""
     from charlm.errors import CharlmError
-    from charlm.training import train
+    from charlm.training.trainer import train
 
     with pytest.raises(CharlmError) as e:
         train(text=cjk_text(200000, distinct=20000, seed=3), checkpoint_dir=tmp_path / "run", kind="bigram",
@@ -226,7 +226,7 @@ def test_huge_bigram_vocabulary_ends_in_one_line(tmp_path):
 
 def test_sampling_sizes_end_in_one_line(cjk_run):
     from charlm.errors import CharlmError
-    from charlm.sampling import sample
+    from charlm.use.sampling import sample
 
     with pytest.raises(CharlmError, match="--length"):
         sample(cjk_run, length=10**12)
@@ -243,7 +243,7 @@ def test_no_size_ends_in_a_traceback(tmp_path_factory, monkeypatch_module, hidde
                                      embedding):
     """Whatever sizes a user types: a trained step or one CharlmError line (64 MB allowed here)."""
     from charlm.errors import CharlmError
-    from charlm.training import train
+    from charlm.training.trainer import train
 
     monkeypatch_module.setenv("CHARLM_MEMORY_LIMIT", str(64 << 20))
     run = tmp_path_factory.mktemp("sizes") / "run"
@@ -262,8 +262,8 @@ RSS = r"""
 import json, sys
 from charlm.runtime import import_tensorflow_quietly
 import_tensorflow_quietly()
-from charlm.resources import training_memory
-from charlm.training import train
+from charlm.run.resources import training_memory
+from charlm.training.trainer import train
 from conftest import make_text
 text = make_text(200000, seed=1)
 status = lambda key: int([l for l in open("/proc/self/status") if l.startswith(key)][0].split()[1]) * 1024
@@ -338,7 +338,7 @@ def test_full_disk_during_checkpoint_save(saved_twice, tmp_path, how):
     half-written files, the last good checkpoint loads and the run resumes from it elsewhere."""
     import shutil
 
-    from charlm.checkpoint import load_model
+    from charlm.run.checkpoint import load_model
 
     first = saved_twice
     data = max((first / "ckpt").glob("ckpt-20.data-*"), key=lambda p: p.stat().st_size).stat().st_size
@@ -365,7 +365,7 @@ def test_full_disk_during_checkpoint_save(saved_twice, tmp_path, how):
         assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
         if how == "tmpfs":
             return
-        from charlm.training import train
+        from charlm.training.trainer import train
 
         again = tmp_path / "again"                 # with room again, the run goes on from step 20
         shutil.copytree(run, again)
@@ -394,7 +394,7 @@ def test_failing_metrics_and_tensorboard_writes_warn_once(char_corpus, tmp_path)
     assert any("logs" in w and "without TensorBoard logs" in w for w in warnings)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert 5 < len(records) < 100 and [r["step"] for r in records] == list(range(1, len(records) + 1))
-    from charlm.checkpoint import load_model
+    from charlm.run.checkpoint import load_model
 
     assert load_model(run)[2]["checkpoint_path"].endswith("ckpt-100")
 
@@ -416,10 +416,10 @@ def test_one_writer_readers_read_while_it_writes_and_sigkill_frees_the_lock(char
     import signal
     import time
 
-    from charlm.checkpoint import load_model
+    from charlm.run.checkpoint import load_model
     from charlm.errors import CharlmError
-    from charlm.sampling import sample
-    from charlm.training import train
+    from charlm.use.sampling import sample
+    from charlm.training.trainer import train
 
     run = tmp_path / "run"
     writer = subprocess.Popen([*CLI, "train", "--corpus", str(char_corpus), "--checkpoint-dir", str(run),

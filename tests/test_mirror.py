@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from cli import main
 from conftest import make_text
-from charlm import mirror as m
-from charlm.vocab import Vocabulary
+from charlm.mirror import core as m
+from charlm.data.vocab import Vocabulary
 
 SMALL = ["--hidden", "32", "--embedding-size", "16", "--batch-size", "32", "--max-chars", "16",
          "--max-words", "3", "--learning-rate", "0.01", "--log-every", "50", "--seed", "1"]

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charlm import kernels
+from charlm.fast import kernels
 from charlm.config import ModelConfig, build_configs
-from charlm.scoring import Scorer
-from charlm.model import CharLM
-from charlm.sampling import Sampler
-from charlm.vocab import Tokenizer, Vocabulary
+from charlm.use.scoring import Scorer
+from charlm.nn.model import CharLM
+from charlm.use.sampling import Sampler
+from charlm.data.vocab import Tokenizer, Vocabulary
 from reference import four_matmul_cell, log_softmax, numpy_forward, split_gates, weights_of
 
 
@@ -76,7 +76,7 @@ def test_single_matmul_step_equals_four_matmul_cell():
 # Python-unrolled, plain while-loop, and (None with the unroll limit below the length) hand-BPTT loops
 @pytest.mark.parametrize("static", [True, False, None])
 def test_unroll_matches_numpy_forward(embedding, layers, static, monkeypatch):
-    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", 4)
+    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", 4)
     steps = 9
     model = make_model(embedding=embedding, layers=layers)
     rng = np.random.default_rng(1)
@@ -140,7 +140,7 @@ def _check_finite_differences(model, tokens, seed=None):
 @pytest.mark.parametrize("embedding,layers,dropout", [(0, 1, 0.0), (4, 2, 0.0), (4, 2, 0.3), (0, 1, 0.3)])
 @pytest.mark.parametrize("limit", [20, 2])      # the Python-unrolled window, and the hand-BPTT loops
 def test_gradients_match_finite_differences(embedding, layers, dropout, limit, monkeypatch):
-    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", limit)
+    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", limit)
     model = make_model(embedding=embedding, layers=layers, hidden=5, tokens=6, dropout=dropout)
     tokens = tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2)))
     _check_finite_differences(model, tokens, tf.constant([7, 11], tf.int64) if dropout else None)
@@ -149,7 +149,7 @@ def test_gradients_match_finite_differences(embedding, layers, dropout, limit, m
 @pytest.mark.parametrize("embedding", [0, 4])
 def test_gather_gradient_of_large_tables_matches_finite_differences(embedding, monkeypatch):
     """Tables above ONE_HOT_GRAD_ROWS take tf.gather's own (scatter-add) gradient."""
-    monkeypatch.setattr("charlm.model.ONE_HOT_GRAD_ROWS", 0)
+    monkeypatch.setattr("charlm.nn.model.ONE_HOT_GRAD_ROWS", 0)
     model = make_model(embedding=embedding, hidden=5, tokens=6)
     _check_finite_differences(model, tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2))))
 
@@ -158,7 +158,7 @@ def test_gather_gradient_of_large_tables_matches_finite_differences(embedding, m
 def test_fused_float32_backward_matches_float64(embedding, layers, monkeypatch):
     """In float32 the hand-BPTT loops take charlm's step kernels (or, without them, TensorFlow's
     fused LSTMBlockCellGrad op); float64 takes the plain formulas checked above.  Same gradients."""
-    monkeypatch.setattr("charlm.model.STATIC_UNROLL_LIMIT", 2)
+    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", 2)
     tokens = tf.constant(np.random.default_rng(8).integers(0, 6, size=(9, 3)))
     m64 = make_model(embedding=embedding, layers=layers, hidden=6, tokens=6)
     m32 = make_model(embedding=embedding, layers=layers, hidden=6, tokens=6, dtype=tf.float32)
@@ -253,7 +253,7 @@ def test_greedy_sampling_matches_numpy():
 
 
 def test_pick_draws_from_the_softmax():
-    from charlm.sampling import pick
+    from charlm.use.sampling import pick
 
     logits = tf.constant([[2.0, 1.0, 0.0, -np.inf, 0.5]] * 4000, tf.float32)
     draws = pick(logits, tf.constant(1.0), tf.constant(0), tf.constant([5, 6], tf.int64)).numpy()
@@ -290,8 +290,8 @@ def _numpy_streams(model, tok, ids, streams, warmup):
 @pytest.mark.parametrize("streams,layers,embedding", [(3, 1, 0), (5, 2, 4)])
 def test_streamed_scoring_matches_numpy(streams, layers, embedding, kernels_on, monkeypatch):
     """Pieces side by side, each after a warm-up, with padding at both ends and several calls."""
-    monkeypatch.setattr("charlm.scoring.WARMUP", 7)
-    monkeypatch.setattr("charlm.scoring.STREAM_STEPS", 16)
+    monkeypatch.setattr("charlm.use.scoring.WARMUP", 7)
+    monkeypatch.setattr("charlm.use.scoring.STREAM_STEPS", 16)
     if not kernels_on:
         monkeypatch.setenv("CHARLM_CUSTOM_OPS", "off")
     vocab = Vocabulary("abcd ")
@@ -320,7 +320,7 @@ def test_one_state_chunks_shrink_to_the_logits_budget(monkeypatch):
     model = make_model(tokens=tok.num_tokens, dtype=tf.float32)
     ids = np.random.default_rng(11).integers(0, 5, size=500)
     want = Scorer(model, tok, streams=1).score_ids(ids).nats
-    monkeypatch.setattr("charlm.scoring.LOGITS_BUDGET", 5 * 8 + 3)      # room for 8 positions
+    monkeypatch.setattr("charlm.use.scoring.LOGITS_BUDGET", 5 * 8 + 3)      # room for 8 positions
     scorer = Scorer(model, tok, streams=1)
     calls = []
     original = scorer._chunk_fn

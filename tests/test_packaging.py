@@ -78,5 +78,5 @@ def test_every_file_the_package_needs_is_packaged():
         if path.suffix != ".py":
             assert any(fnmatch(path.name, g) for g in package_data.get(package, [])), \
                 f"{path.relative_to(ROOT)} is not package data"
-    from charlm import kernels
+    from charlm.fast import kernels
     assert kernels.SOURCE.is_file() and kernels.SOURCE.parent == ROOT / "charlm" / "kernels"

@@ -6,11 +6,11 @@ import pytest
 import tensorflow as tf
 
 import charlm
-from charlm import precision
-from charlm.checkpoint import load_model
+from charlm.fast import precision
+from charlm.run.checkpoint import load_model
 from charlm.config import ModelConfig
 from charlm.errors import CharlmError
-from charlm.model import CharLM
+from charlm.nn.model import CharLM
 from conftest import make_text
 
 SMALL = dict(preset="small", hidden=16, layers=1, embedding_size=8, dropout=0.0, batch_size=8,

@@ -43,7 +43,7 @@ def corpus(tmp_path_factory):
 
 
 def final_weights(run_dir):
-    from charlm.checkpoint import load_model
+    from charlm.run.checkpoint import load_model
 
     model, _, _ = load_model(run_dir)
     return [v.numpy() for v in model.trainable_variables]
@@ -93,7 +93,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(corpus, tmp_path):
                "--optimizer", "sgd", "--learning-rate", "1e38", "--clip", "0", "--sample-every", "0",
                "--checkpoint-every", "1", "--log-every", "1", "--init", "uniform")
     assert_clean_error(proc, "non-finite")
-    from charlm.checkpoint import load_model
+    from charlm.run.checkpoint import load_model
 
     model, _, info = load_model(run)            # the last good checkpoint still loads
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
@@ -144,7 +144,7 @@ def test_bad_inputs_each_one_clear_line(corpus, tmp_path):
 @given(st.text(min_size=1, max_size=300).filter(lambda t: not t.startswith("\ufeff")),
        st.sampled_from(["txt", "gz", "bz2", "xz", "zip"]))
 def test_corpus_readers_round_trip_any_text(tmp_path_factory, text, fmt):
-    from charlm.corpora import read_text_file
+    from charlm.data.corpora import read_text_file
 
     path = tmp_path_factory.mktemp("rt") / f"c.{fmt}"
     data = text.encode("utf-8", "surrogatepass")

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm.batches import BatchGenerator
+from charlm.data.batches import BatchGenerator
 from charlm.errors import CharlmError
-from charlm.vocab import Tokenizer, Vocabulary
+from charlm.data.vocab import Tokenizer, Vocabulary
 
 ALPHA = " abcdefghijklmnopqrstuvwxyz"
 

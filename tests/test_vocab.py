@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from charlm.errors import CharlmError
-from charlm.vocab import TOKENIZATIONS, Tokenizer, Vocabulary, describe_chars, smallest_uint
+from charlm.data.vocab import TOKENIZATIONS, Tokenizer, Vocabulary, describe_chars, smallest_uint
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "     # 27 characters, text8's alphabet
 HYPO = settings(max_examples=100, deadline=None)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from . import kernels
-from .vocab import Tokenizer
+from charlm.fast import kernels
+from charlm.data.vocab import Tokenizer
 
 CHUNK_TOKENS = 16384
 LOGITS_BUDGET = 1 << 25   # numbers in one chunk's logits at most (128 MB of float32)
@@ -239,17 +239,17 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
 
     ``streams`` (default: by length) and ``precision`` as for :class:`Scorer` and ``train``.
     """
-    from .checkpoint import load_model
-    from .errors import CharlmError
-    from .precision import compute_dtype
+    from charlm.run.checkpoint import load_model
+    from charlm.errors import CharlmError
+    from charlm.fast.precision import compute_dtype
 
     if streams is not None and streams < 1:
         raise CharlmError(f"--streams must be at least 1 (got {streams})")
     model, tokenizer, info = load_model(checkpoint)
     scorer = Scorer(model, tokenizer, streams=streams, compute=compute_dtype(precision, model.config.hidden)[0])
     if text is None:
-        from .corpora import load_corpus
-        from .splits import split_ids
+        from charlm.data.corpora import load_corpus
+        from charlm.data.splits import split_ids
 
         train_cfg = info["train_config"]
         corpus = load_corpus(train_cfg.corpus)

@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import ModelConfig, TrainConfig
-from .errors import CharlmError
-from .vocab import Tokenizer, Vocabulary
+from charlm.config import ModelConfig, TrainConfig
+from charlm.errors import CharlmError
+from charlm.data.vocab import Tokenizer, Vocabulary
 
 CONFIG_FILE = "config.json"
 CKPT_DIR = "ckpt"
@@ -145,7 +145,7 @@ def load_model(run_dir, dtype=None):
     """
     import tensorflow as tf
 
-    from .model import CharLM
+    from charlm.nn.model import CharLM
 
     info = read_run_config(run_dir)
     tokenizer = info["tokenizer"]
@@ -258,7 +258,7 @@ def append_metrics(run_dir, record: dict):
 
 def write_failure(folder, error: BaseException) -> str:
     """``No space left on device, 0 B free``: why a write into ``folder`` failed, and the room left."""
-    from .resources import free_disk
+    from charlm.run.resources import free_disk
 
     if isinstance(error, OSError) and error.strerror:
         reason = error.strerror

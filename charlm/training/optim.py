@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .config import TrainConfig
+from charlm.config import TrainConfig
 
 
 def learning_rate(config: TrainConfig, step, progress=None):

@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from .errors import CharlmError
+from charlm.errors import CharlmError
 
 FLOAT = 4                       # bytes per float32
 MAX_ELEMENTS = 2**31 - 1        # the largest tensor charlm builds

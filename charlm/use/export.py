@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .errors import CharlmError
-from .sampling import sample_loop
+from charlm.errors import CharlmError
+from charlm.use.sampling import sample_loop
 
 
 class ExportedModel(tf.Module):
@@ -139,7 +139,7 @@ class ExportedModel(tf.Module):
 
 def export(checkpoint, output) -> Path:
     """Write the run in ``checkpoint`` as a SavedModel at ``output`` (which must not exist)."""
-    from .checkpoint import load_model
+    from charlm.run.checkpoint import load_model
 
     output = Path(output)
     if output.exists():

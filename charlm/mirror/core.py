@@ -42,13 +42,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoint as ckpt
-from .errors import CharlmError
-from .model import LSTMCell, _initial, lstm_gates
-from .optim import Adam
-from .reporting import log_to_stderr as _log
-from .training import Trainer, refuse_a_used_folder
-from .vocab import Vocabulary
+from charlm.run import checkpoint as ckpt
+from charlm.errors import CharlmError
+from charlm.nn.model import LSTMCell, _initial, lstm_gates
+from charlm.training.optim import Adam
+from charlm.run.reporting import log_to_stderr as _log
+from charlm.training.trainer import Trainer, refuse_a_used_folder
+from charlm.data.vocab import Vocabulary
 
 TASK = "mirror"
 FORMAT_VERSION = 1
@@ -505,9 +505,9 @@ def read_mirror_config(run_dir) -> dict:
 def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, text: str | None = None,
           log=_log, threads: int | None = 1, **overrides) -> MirrorResult:
     """Train a mirror model (``mirror train``); ``overrides`` are :class:`MirrorConfig` fields."""
-    from .checkpoint import default_run_dir
-    from .corpora import load_corpus
-    from .runtime import set_threads
+    from charlm.run.checkpoint import default_run_dir
+    from charlm.data.corpora import load_corpus
+    from charlm.runtime import set_threads
 
     steps, time_limit = overrides.pop("steps", None), overrides.pop("time_limit", None)
     overrides = {k: v for k, v in overrides.items() if v is not None}

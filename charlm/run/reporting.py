@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from . import checkpoint as ckpt
+from charlm.run import checkpoint as ckpt
 
 
 def log_to_stderr(message: str):

@@ -26,7 +26,7 @@ import unicodedata
 
 import numpy as np
 
-from .errors import CharlmError
+from charlm.errors import CharlmError
 
 TOKENIZATIONS = ("char", "bigram")
 CHUNK = 1 << 22       # characters per numpy pass over a big corpus (bounds temporary memory)

@@ -22,9 +22,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from .errors import CharlmError
-from .resources import check_sampling
-from .vocab import Tokenizer
+from charlm.errors import CharlmError
+from charlm.run.resources import check_sampling
+from charlm.data.vocab import Tokenizer
 
 # Tokens per compiled sampling call at most (its output buffer: one compile for every --length).
 LOOP_STEPS = 4096
@@ -147,7 +147,7 @@ def pick(logits, temperature, top_k, seed):
 def sample(checkpoint, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
            seed: int | None = None, num_samples: int = 1, oov: str = "error") -> list[str]:
     """Load the run in ``checkpoint`` and generate ``num_samples`` texts."""
-    from .checkpoint import load_model
+    from charlm.run.checkpoint import load_model
 
     model, tokenizer, _ = load_model(checkpoint)
     return Sampler(model, tokenizer).generate(prime, length, temperature, top_k, seed, num_samples, oov)

@@ -26,21 +26,21 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoint as ckpt
-from .batches import BatchGenerator
-from .budget import Budget, dropout_for_passes
-from .distribute import ReplicaSteps
-from .config import ModelConfig, TrainConfig, build_configs
-from .errors import CharlmError
-from .scoring import Scorer
-from .model import CharLM
-from .optim import learning_rate, make_optimizer
-from .precision import compute_dtype
-from .reporting import Reporter, log_to_stderr
-from .resources import check_training
-from .sampling import Sampler
-from .splits import split_ids
-from .vocab import Tokenizer, Vocabulary
+from charlm.run import checkpoint as ckpt
+from charlm.data.batches import BatchGenerator
+from charlm.training.budget import Budget, dropout_for_passes
+from charlm.training.distribute import ReplicaSteps
+from charlm.config import ModelConfig, TrainConfig, build_configs
+from charlm.errors import CharlmError
+from charlm.use.scoring import Scorer
+from charlm.nn.model import CharLM
+from charlm.training.optim import learning_rate, make_optimizer
+from charlm.fast.precision import compute_dtype
+from charlm.run.reporting import Reporter, log_to_stderr
+from charlm.run.resources import check_training
+from charlm.use.sampling import Sampler
+from charlm.data.splits import split_ids
+from charlm.data.vocab import Tokenizer, Vocabulary
 
 MAX_STEPS_PER_CALL = 100
 
@@ -424,7 +424,7 @@ def _compare_configs(old: dict, new: dict, names) -> list[str]:
 
 
 def _load_corpus(spec):
-    from .corpora import load_corpus
+    from charlm.data.corpora import load_corpus
     return load_corpus(spec)
 
 
@@ -439,8 +439,8 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     ``distribute`` is ``"mirrored"`` (``replicas`` devices) or ``"multi-worker"`` (``TF_CONFIG``);
     see :mod:`charlm.distribute`.
     """
-    from .distribute import setup as setup_distribution
-    from .runtime import auto_threads, set_threads
+    from charlm.training.distribute import setup as setup_distribution
+    from charlm.runtime import auto_threads, set_threads
 
     started = time.perf_counter() if started is None else started
     # a resumed run may change these; the rest must match the run's own setup

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CharlmError
+from charlm.errors import CharlmError
 
 SPLITS = ("first", "spread")
 SPREAD_CHUNKS = 20

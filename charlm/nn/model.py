@@ -27,10 +27,11 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from . import cells, kernels
-from .cells import CELL_TYPES, STATIC_UNROLL_LIMIT, Cell
-from .config import ModelConfig
-from .matmul import matmul, matmul_seq
+from charlm.nn import cells
+from charlm.fast import kernels
+from charlm.nn.cells import CELL_TYPES, STATIC_UNROLL_LIMIT, Cell
+from charlm.config import ModelConfig
+from charlm.fast.matmul import matmul, matmul_seq
 
 # Gate blocks in one layer's kernel, per --cell (the GRU and Elman RNN live in charlm.cells).
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -433,7 +434,7 @@ def _recur_loop(compute):
 
 @functools.lru_cache(maxsize=None)
 def _recur_steps(compute):
-    """The long-window loops on charlm's own step kernels (:mod:`charlm.kernels`), float32 on a CPU.
+    """The long-window loops on charlm's own step kernels (:mod:`charlm.fast.kernels`), float32 on a CPU.
 
     Inside the loops everything is feature-major: a step's gates are ``[4H, B]`` (row blocks
     ``[i | g | f | o]``) and the recurrent product is ``W_h^T [4H, H] @ h [H, B]``, which oneDNN

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from .errors import CharlmError
+from charlm.errors import CharlmError
 
 MODES = ("none", "mirrored", "multi-worker")
 # A worker waiting this long in a collective (a peer died or hangs) fails instead of waiting forever.

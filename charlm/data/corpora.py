@@ -32,8 +32,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CharlmError
-from .runtime import cache_home
+from charlm.errors import CharlmError
+from charlm.runtime import cache_home
 
 MIRROR_ENV = "CHARLM_MIRROR"
 DATA_DIR_ENV = "CHARLM_DATA_DIR"

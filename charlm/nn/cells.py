@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .matmul import matmul_seq
+from charlm.fast.matmul import matmul_seq
 
 # Training windows at most this long are unrolled in Python inside a tf.function (what XLA compiles
 # best); longer ones use symbolic loops with the same hand-derived backward pass, which trace in

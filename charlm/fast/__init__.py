@@ -1,0 +1,1 @@
+"""Everything that exists for speed, beside the model it speeds up."""

@@ -1,0 +1,1 @@
+"""ud730 problem 3: a sequence-to-sequence LSTM that mirrors every word of a line."""
