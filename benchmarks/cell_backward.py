@@ -30,10 +30,10 @@ def autodiff_static(cell):
 
 
 def autodiff_loop(cell):
-    from charlm.nn import cells
+    from charlm.fast import bptt
 
     # the inference loop (a plain tf.while_loop), differentiated by TensorFlow
-    return lambda xw, h, w_h, *params: cells.recur(cell, xw, h, static=False)
+    return lambda xw, h, w_h, *params: bptt.recur(cell, xw, h, loop="inference")
 
 
 def step_ms(cell, hidden, unrollings, xla, repeat, batch=64):
@@ -73,19 +73,19 @@ def main():
     from charlm.runtime import import_tensorflow_quietly
 
     tf = import_tensorflow_quietly()
-    from charlm.nn import cells
+    from charlm.fast import bptt
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    hand = cells._bptt_static, cells._bptt_loop
+    hand = bptt._bptt_static, bptt._bptt_loop
     print("| cell | hidden × unrollings | path | hand backward ms/step | autodiff ms/step |")
     print("|---|---|---|---:|---:|")
     for cell in ("gru", "rnn"):
         for hidden, unrollings, xla in SHAPES:
             times = {}
             for name, (static, loop) in (("hand", hand), ("autodiff", (autodiff_static, autodiff_loop))):
-                cells._bptt_static, cells._bptt_loop = static, loop
+                bptt._bptt_static, bptt._bptt_loop = static, loop
                 times[name] = min(step_ms(cell, hidden, unrollings, xla, args.repeat) for _ in range(2))
-            cells._bptt_static, cells._bptt_loop = hand
+            bptt._bptt_static, bptt._bptt_loop = hand
             path = "Python-unrolled, XLA" if xla else "while-loops"
             print(f"| {cell} | {hidden} × {unrollings} | {path} | {times['hand']:.2f} | {times['autodiff']:.2f} |",
                   flush=True)

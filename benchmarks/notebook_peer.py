@@ -263,7 +263,7 @@ def charlm_initial(seed, nodes=NUM_NODES):
     """
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from charlm.config import build_configs
-    from charlm.nn.model import initial_weights
+    from charlm.nn.init import initial_weights
 
     config, _ = build_configs("ud730", hidden=nodes)
     start = initial_weights(config, VOCABULARY_SIZE, seed)

@@ -18,9 +18,9 @@ from charlm.data.splits import SPLITS
 # +-0.08; "orthogonal", Glorot-uniform input and output weights with orthogonal recurrent rows
 # (Keras' LSTM defaults).
 INITS = ("notebook", "uniform", "orthogonal")
-# Recurrent cells: the LSTM (charlm.model), the GRU and the Elman RNN (charlm.cells).
+# Recurrent cells: the LSTM, the GRU and the Elman RNN (charlm.nn.cells).
 CELLS = ("lstm", "gru", "rnn")
-# Learning-rate schedules (charlm.optim): "step", ud730's decay by decay_rate every decay_steps;
+# Learning-rate schedules (charlm.training.optim): "step", ud730's decay by decay_rate every decay_steps;
 # "budget", a short warm-up then a linear decay to zero that ends with the run's budget (the
 # time limit, or the step count).
 SCHEDULES = ("step", "budget")
@@ -32,7 +32,7 @@ DROPOUT_MASKS = ("step", "sequence")
 
 @dataclass
 class ModelConfig:
-    kind: str = "char"            # "char" or "bigram" (see charlm.vocab)
+    kind: str = "char"            # "char" or "bigram" (see charlm.data.vocab)
     hidden: int = 64              # LSTM units per layer
     layers: int = 1
     embedding_size: int = 0       # 0: one-hot input (the notebook's char model)
@@ -74,14 +74,14 @@ class TrainConfig:
     auto_dropout: bool = False    # choose the dropout from the passes the budget makes over the text
     clip: float = 1.25            # global gradient norm; 0 turns clipping off
     valid_size: int = 1000        # characters of the corpus held out for validation ...
-    valid_split: str = "first"    # ... taken from its start, or spread through it (charlm.splits)
+    valid_split: str = "first"    # ... taken from its start, or spread through it (charlm.data.splits)
     seed: int = 0
     log_every: int = 100          # average loss, perplexities, learning rate
     sample_every: int = 1000      # five 80-character samples
     checkpoint_every: int = 1000
     steps_per_call: int = 0       # training steps per compiled call; 0 = automatic
     time_limit: float = 0.0       # seconds of the whole run, resumed sessions included; 0 = none
-    precision: str = "auto"       # matmul dtype: auto, float32 or bfloat16 (charlm.precision)
+    precision: str = "auto"       # matmul dtype: auto, float32 or bfloat16 (charlm.fast.precision)
 
     def validate(self):
         for name in ("batch_size", "unrollings", "steps", "decay_steps", "log_every"):

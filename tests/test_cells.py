@@ -1,4 +1,4 @@
-"""The GRU and Elman RNN (charlm.cells) against independent references: per-gate numpy cells and
+"""The GRU and Elman RNN (charlm.nn.cells) against independent references: per-gate numpy cells and
 forward passes (tests/reference.py), finite-difference gradients, and Keras' own GRU layer."""
 import numpy as np
 import pytest
@@ -47,7 +47,7 @@ def test_single_matmul_step_equals_per_gate_cell(cell):
     c = model.cells[0]
     rng = np.random.default_rng(0)
     x, h = rng.normal(size=(4, 5)), rng.normal(size=(4, 6))
-    got = c.step(tf.constant(x), tf.constant(h)).numpy()
+    got = c(tf.constant(x), (tf.constant(h), tf.constant(h)))[0].numpy()
     parts = split_columns(c.kernel.numpy(), c.bias.numpy(), 5, c.gates)
     want = gru_cell(x, h, *parts, c.recurrent_bias.numpy()) if cell == "gru" else tanh_cell(x, h, *parts)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -56,15 +56,15 @@ def test_single_matmul_step_equals_per_gate_cell(cell):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("embedding,layers", [(0, 1), (0, 2), (5, 3)])
 # Python-unrolled, plain while-loop, and (None with the unroll limit below the length) hand-BPTT loops
-@pytest.mark.parametrize("static", [True, False, None])
-def test_unroll_matches_numpy_forward(cell, embedding, layers, static, monkeypatch):
-    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", 4)
+@pytest.mark.parametrize("loop", ["unrolled", "inference", "auto"])
+def test_unroll_matches_numpy_forward(cell, embedding, layers, loop, monkeypatch):
+    monkeypatch.setattr("charlm.fast.bptt.STATIC_UNROLL_LIMIT", 4)
     steps = 9
     model = make_model(cell, embedding=embedding, layers=layers)
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, 7, size=(steps, 3))
     start = [(rng.normal(size=(3, 8)), rng.normal(size=(3, 8))) for _ in range(layers)]
-    fn = tf.function(lambda t, s: model.unroll(t, s, static=static))
+    fn = tf.function(lambda t, s: model.unroll(t, s, loop=loop))
     logits, state = fn(tf.constant(tokens), [tuple(map(tf.constant, s)) for s in start])
     want, want_h = numpy_forward_cells(cell_weights_of(model), tokens, 7, cell, embedding=bool(embedding),
                                        state=[h for h, _ in start])
@@ -92,7 +92,7 @@ def test_step_matches_numpy(cell, embedding, layers):
 @pytest.mark.parametrize("embedding,layers,dropout", [(0, 1, 0.0), (4, 2, 0.3)])
 @pytest.mark.parametrize("limit", [20, 2])      # the Python-unrolled window, and the hand-BPTT loops
 def test_gradients_match_finite_differences(cell, embedding, layers, dropout, limit, monkeypatch):
-    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", limit)
+    monkeypatch.setattr("charlm.fast.bptt.STATIC_UNROLL_LIMIT", limit)
     model = make_model(cell, embedding=embedding, layers=layers, hidden=5, tokens=6, dropout=dropout)
     tokens = tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2)))
     _check_finite_differences(model, tokens, tf.constant([7, 11], tf.int64) if dropout else None)
@@ -109,11 +109,11 @@ def _keras_gru(units, inputs, seed=0):
     return layer
 
 
-@pytest.mark.parametrize("static", [True, None])
-def test_gru_matches_keras_gru_with_reset_after(static, monkeypatch):
+@pytest.mark.parametrize("loop", ["unrolled", "auto"])
+def test_gru_matches_keras_gru_with_reset_after(loop, monkeypatch):
     """Keras' GRU (reset_after=True) with random weights, moved into a charlm GRU layer: the same
     outputs, final state and gradients (charlm's hand backward against Keras' autodiff)."""
-    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", 3)
+    monkeypatch.setattr("charlm.fast.bptt.STATIC_UNROLL_LIMIT", 3)
     steps, batch, inputs, units = 7, 3, 4, 5
     layer = _keras_gru(units, inputs)
     kernel, recurrent, bias = layer.get_weights()
@@ -131,7 +131,7 @@ def test_gru_matches_keras_gru_with_reset_after(static, monkeypatch):
         want_seq, want_h = layer(x, initial_state=[h0])
         want_loss = tf.reduce_sum(want_seq * probe) + tf.reduce_sum(want_h ** 2)
         xw = tf.einsum("bti,ig->tbg", x, cell.input_kernel) + cell.bias
-        seq, h = cells.recur(cell, xw, h0, static=static)
+        seq, (h, _) = cell.sequence(xw, (h0, h0), loop)
         seq = tf.transpose(seq, [1, 0, 2])
         loss = tf.reduce_sum(seq * probe) + tf.reduce_sum(h ** 2)
     np.testing.assert_allclose(seq.numpy(), want_seq.numpy(), atol=1e-12)

@@ -1,4 +1,4 @@
-"""charlm.corpora: corpus files and archives, and the real download code against local servers.
+"""charlm.data.corpora: corpus files and archives, and the real download code against local servers.
 
 Every server here is a real socket on 127.0.0.1 (port 0) in a thread; nothing leaves the machine.
 """

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from charlm.fast import kernels
-from charlm.nn.model import _cell_backward, _cell_forward, _recur, _recur_loop, _recur_steps
+from charlm.fast import lstm_loops
+from charlm.nn.cells import LSTMCell
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_compiler = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
@@ -20,8 +21,8 @@ LONG = 25        # a window above STATIC_UNROLL_LIMIT: the loop path
 
 def _plain_step(z_t, c_t, d_out_t, d_c_t):
     """The row-major plain-op formulas, applied to feature-major ``[4H, B]`` / ``[H, B]`` tensors."""
-    h, c_new, acts = _cell_forward(tf.transpose(z_t), tf.transpose(c_t))
-    dz, d_c_prev = _cell_backward(tf.transpose(d_out_t), tf.transpose(d_c_t), tf.transpose(c_t), acts)
+    h, c_new, acts = LSTMCell.forward(tf.transpose(z_t), tf.transpose(c_t))
+    dz, d_c_prev = LSTMCell.backward(tf.transpose(d_out_t), tf.transpose(d_c_t), tf.transpose(c_t), acts)
     back = lambda x: tf.transpose(x).numpy()  # noqa: E731
     return back(h), back(c_new), [back(a) for a in acts], back(dz), back(d_c_prev)
 
@@ -78,8 +79,8 @@ def test_kernel_loop_matches_plain_loop(compute, rtol):
     t, b, hidden = 12, 5, 16
     args64 = [tf.constant(rng.normal(0, s, shape)) for s, shape in
               ((1.0, (t, b, 4 * hidden)), (0.5, (b, hidden)), (0.5, (b, hidden)), (0.3, (hidden, 4 * hidden)))]
-    want = _loss_and_grads(_recur_loop(tf.float64), *args64)
-    got = _loss_and_grads(_recur_steps(compute), *[tf.cast(a, tf.float32) for a in args64])
+    want = _loss_and_grads(lstm_loops._loop(LSTMCell, tf.float64), *args64)
+    got = _loss_and_grads(lstm_loops._kernel_loop(compute), *[tf.cast(a, tf.float32) for a in args64])
     for g, w in zip(got, want):
         w = w.numpy()
         assert np.linalg.norm(g.numpy() - w) <= rtol * np.linalg.norm(w)
@@ -94,7 +95,7 @@ def _loop_graph_ops():
     def fn():
         with tf.GradientTape() as tape:
             tape.watch(xw)
-            out = _recur(xw, h, h, w)[0]
+            out = lstm_loops.recur(LSTMCell, xw, h, h, w)[0]
         return tape.gradient(out, xw)
 
     ops = set()
@@ -117,10 +118,11 @@ def test_long_window_loop_uses_the_kernels_unless_turned_off(monkeypatch):
 def test_without_a_compiler_training_falls_back_to_plain_ops(tmp_path):
     """A failed build costs one stderr line and nothing else: the model still computes."""
     code = ("import numpy as np, tensorflow as tf\n"
-            "from charlm.nn.model import _recur\n"
+            "from charlm.fast import lstm_loops\n"
+            "from charlm.nn.cells import LSTMCell\n"
             f"x = tf.constant(np.linspace(-1, 1, {LONG} * 2 * 12).reshape({LONG}, 2, 12), tf.float32)\n"
             "h = tf.zeros([2, 3])\n"
-            "print(float(tf.reduce_sum(_recur(x, h, h, tf.fill([3, 12], 0.1))[0])))\n")
+            "print(float(tf.reduce_sum(lstm_loops.recur(LSTMCell, x, h, h, tf.fill([3, 12], 0.1))[0])))\n")
     env = {**os.environ, "CXX": "/bin/false", "XDG_CACHE_HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
@@ -128,7 +130,7 @@ def test_without_a_compiler_training_falls_back_to_plain_ops(tmp_path):
     assert "LSTM step kernels unavailable" in proc.stderr and "/bin/false failed" in proc.stderr
     x = tf.constant(np.linspace(-1, 1, LONG * 2 * 12).reshape(LONG, 2, 12), tf.float32)
     h = tf.zeros([2, 3])
-    want = float(tf.reduce_sum(_recur_loop(tf.float32)(x, h, h, tf.fill([3, 12], 0.1))[0]))
+    want = float(tf.reduce_sum(lstm_loops._loop(LSTMCell, tf.float32)(x, h, h, tf.fill([3, 12], 0.1))[0]))
     assert float(proc.stdout.strip().splitlines()[-1]) == pytest.approx(want, rel=1e-5)
     assert not list((tmp_path / "charlm" / "ops").glob("*.so"))      # no half-written library left
 

@@ -66,7 +66,7 @@ def test_single_matmul_step_equals_four_matmul_cell():
     x = rng.normal(size=(4, 5))
     h = rng.normal(size=(4, 6))
     c = rng.normal(size=(4, 6))
-    got_h, got_c = cell.step(tf.constant(x), tf.constant(h), tf.constant(c))
+    got_h, (_, got_c) = cell(tf.constant(x), (tf.constant(h), tf.constant(c)))
     want_h, want_c = four_matmul_cell(x, h, c, *split_gates(cell.kernel.numpy(), cell.bias.numpy(), 5))
     np.testing.assert_allclose(got_h.numpy(), want_h, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got_c.numpy(), want_c, rtol=1e-12, atol=1e-12)
@@ -74,15 +74,15 @@ def test_single_matmul_step_equals_four_matmul_cell():
 
 @pytest.mark.parametrize("embedding,layers", [(0, 1), (0, 2), (5, 1), (5, 3)])
 # Python-unrolled, plain while-loop, and (None with the unroll limit below the length) hand-BPTT loops
-@pytest.mark.parametrize("static", [True, False, None])
-def test_unroll_matches_numpy_forward(embedding, layers, static, monkeypatch):
-    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", 4)
+@pytest.mark.parametrize("loop", ["unrolled", "inference", "auto"])
+def test_unroll_matches_numpy_forward(embedding, layers, loop, monkeypatch):
+    monkeypatch.setattr("charlm.fast.bptt.STATIC_UNROLL_LIMIT", 4)
     steps = 9
     model = make_model(embedding=embedding, layers=layers)
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, 7, size=(steps, 3))
     start = [(rng.normal(size=(3, 8)), rng.normal(size=(3, 8))) for _ in range(layers)]
-    fn = tf.function(lambda t, s: model.unroll(t, s, static=static))
+    fn = tf.function(lambda t, s: model.unroll(t, s, loop=loop))
     logits, state = fn(tf.constant(tokens), [tuple(map(tf.constant, s)) for s in start])
     want, want_state = numpy_forward(weights_of(model), tokens, 7, embedding=bool(embedding), state=start)
     np.testing.assert_allclose(logits.numpy(), want, rtol=1e-10, atol=1e-10)
@@ -140,7 +140,7 @@ def _check_finite_differences(model, tokens, seed=None):
 @pytest.mark.parametrize("embedding,layers,dropout", [(0, 1, 0.0), (4, 2, 0.0), (4, 2, 0.3), (0, 1, 0.3)])
 @pytest.mark.parametrize("limit", [20, 2])      # the Python-unrolled window, and the hand-BPTT loops
 def test_gradients_match_finite_differences(embedding, layers, dropout, limit, monkeypatch):
-    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", limit)
+    monkeypatch.setattr("charlm.fast.bptt.STATIC_UNROLL_LIMIT", limit)
     model = make_model(embedding=embedding, layers=layers, hidden=5, tokens=6, dropout=dropout)
     tokens = tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2)))
     _check_finite_differences(model, tokens, tf.constant([7, 11], tf.int64) if dropout else None)
@@ -149,7 +149,7 @@ def test_gradients_match_finite_differences(embedding, layers, dropout, limit, m
 @pytest.mark.parametrize("embedding", [0, 4])
 def test_gather_gradient_of_large_tables_matches_finite_differences(embedding, monkeypatch):
     """Tables above ONE_HOT_GRAD_ROWS take tf.gather's own (scatter-add) gradient."""
-    monkeypatch.setattr("charlm.nn.model.ONE_HOT_GRAD_ROWS", 0)
+    monkeypatch.setattr("charlm.fast.lookup.ONE_HOT_GRAD_ROWS", 0)
     model = make_model(embedding=embedding, hidden=5, tokens=6)
     _check_finite_differences(model, tf.constant(np.random.default_rng(4).integers(0, 6, size=(5, 2))))
 
@@ -158,7 +158,7 @@ def test_gather_gradient_of_large_tables_matches_finite_differences(embedding, m
 def test_fused_float32_backward_matches_float64(embedding, layers, monkeypatch):
     """In float32 the hand-BPTT loops take charlm's step kernels (or, without them, TensorFlow's
     fused LSTMBlockCellGrad op); float64 takes the plain formulas checked above.  Same gradients."""
-    monkeypatch.setattr("charlm.nn.model.STATIC_UNROLL_LIMIT", 2)
+    monkeypatch.setattr("charlm.fast.bptt.STATIC_UNROLL_LIMIT", 2)
     tokens = tf.constant(np.random.default_rng(8).integers(0, 6, size=(9, 3)))
     m64 = make_model(embedding=embedding, layers=layers, hidden=6, tokens=6)
     m32 = make_model(embedding=embedding, layers=layers, hidden=6, tokens=6, dtype=tf.float32)
@@ -290,8 +290,8 @@ def _numpy_streams(model, tok, ids, streams, warmup):
 @pytest.mark.parametrize("streams,layers,embedding", [(3, 1, 0), (5, 2, 4)])
 def test_streamed_scoring_matches_numpy(streams, layers, embedding, kernels_on, monkeypatch):
     """Pieces side by side, each after a warm-up, with padding at both ends and several calls."""
-    monkeypatch.setattr("charlm.use.scoring.WARMUP", 7)
-    monkeypatch.setattr("charlm.use.scoring.STREAM_STEPS", 16)
+    monkeypatch.setattr("charlm.fast.streams.WARMUP", 7)
+    monkeypatch.setattr("charlm.fast.streams.STREAM_STEPS", 16)
     if not kernels_on:
         monkeypatch.setenv("CHARLM_CUSTOM_OPS", "off")
     vocab = Vocabulary("abcd ")

@@ -1,6 +1,6 @@
 """Matmuls in a compute dtype: bfloat16 weights make a bfloat16 product, returned in the input's dtype.
 
-Shared by the LSTM (``charlm.model``) and the GRU/RNN cells (``charlm.cells``).
+Shared by the model (``charlm.nn.model``) and the cells' loops (``charlm.fast``).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ was trained for at spaces: mirroring is per word, so that is exact).
 
 The model (Sutskever et al. 2014, with Luong et al. 2015's attention):
 
-* an embedding and a bidirectional encoder of two charlm :class:`~charlm.model.LSTMCell`\\ s (the
+* an embedding and a bidirectional encoder of two charlm :class:`~charlm.nn.cells.LSTMCell`\\ s (the
   single-matmul cell), ``hidden // 2`` units each way; padded positions never update the state
   and are masked out of the attention, so padding changes neither the loss nor the output;
 * a decoder ``LSTMCell`` started from the encoder's final states, reading the previous character
@@ -44,7 +44,8 @@ import tensorflow as tf
 
 from charlm.run import checkpoint as ckpt
 from charlm.errors import CharlmError
-from charlm.nn.model import LSTMCell, _initial, lstm_gates
+from charlm.nn.cells import LSTMCell
+from charlm.nn.init import initial_matrix
 from charlm.training.optim import Adam
 from charlm.run.reporting import log_to_stderr as _log
 from charlm.training.trainer import Trainer, refuse_a_used_folder
@@ -207,10 +208,10 @@ class MirrorNet(tf.Module):
         self.forward = _cell(rng, e, half, "encoder_forward")
         self.backward = _cell(rng, e, half, "encoder_backward")
         self.decoder = _cell(rng, e + d, d, "decoder")      # input: [character, attentional vector]
-        self.attention_w = (tf.Variable(_initial(rng, (d, d), "orthogonal"), dtype=tf.float32, name="attention_w")
+        self.attention_w = (tf.Variable(initial_matrix(rng, (d, d), "orthogonal"), dtype=tf.float32, name="attention_w")
                             if config.attention == "general" else None)
-        self.combine_w = tf.Variable(_initial(rng, (2 * d, d), "orthogonal"), dtype=tf.float32, name="combine_w")
-        self.out_w = tf.Variable(_initial(rng, (d, vocab_size + 1), "orthogonal"), dtype=tf.float32, name="out_w")
+        self.combine_w = tf.Variable(initial_matrix(rng, (2 * d, d), "orthogonal"), dtype=tf.float32, name="combine_w")
+        self.out_w = tf.Variable(initial_matrix(rng, (d, vocab_size + 1), "orthogonal"), dtype=tf.float32, name="out_w")
         self.out_b = tf.Variable(tf.zeros([vocab_size + 1]), name="out_b")
 
     def num_parameters(self) -> int:
@@ -229,8 +230,8 @@ class MirrorNet(tf.Module):
 
         def body(t, hf, cf, hb, cb, outf, outb):
             valid = (t < lengths)[:, None]
-            hf2, cf2 = lstm_gates(xf[t] + tf.matmul(hf, wf), cf)
-            hb2, cb2 = lstm_gates(xb[t] + tf.matmul(hb, wb), cb)
+            hf2, (_, cf2) = self.forward.step(xf[t], tf.matmul(hf, wf), (hf, cf))
+            hb2, (_, cb2) = self.backward.step(xb[t], tf.matmul(hb, wb), (hb, cb))
             # a padded position leaves the state as it was: the final state is the last real one's
             hf, cf = tf.where(valid, hf2, hf), tf.where(valid, cf2, cf)
             hb, cb = tf.where(valid, hb2, hb), tf.where(valid, cb2, cb)
@@ -255,8 +256,8 @@ class MirrorNet(tf.Module):
     def _decoder_step(self, xw, att, h, c, memory, keys, bias):
         """One decoder step from its input projection ``xw``: new ``(attentional vector, h, c)``."""
         # the decoder kernel's rows after the character's: [attentional vector, h]
-        z = xw + tf.matmul(tf.concat([att, h], -1), self.decoder.kernel[self.cfg.embedding_size:])
-        h, c = lstm_gates(z, c)
+        h, (_, c) = self.decoder.step(xw, tf.matmul(tf.concat([att, h], -1), self.decoder.kernel[self.cfg.embedding_size:]),
+                                      (h, c))
         scores = tf.squeeze(tf.matmul(keys, h[:, :, None]), -1) + bias          # [B, W]
         weights = tf.nn.softmax(scores)
         context = tf.squeeze(tf.matmul(weights[:, None, :], memory), 1)          # [B, D]
@@ -307,7 +308,7 @@ def _size(x, axis: int):
 
 
 def _cell(rng, input_size: int, hidden: int, name: str) -> LSTMCell:
-    cell = LSTMCell(input_size, hidden, _initial(rng, (input_size + hidden, 4 * hidden), "orthogonal",
+    cell = LSTMCell(input_size, hidden, initial_matrix(rng, (input_size + hidden, 4 * hidden), "orthogonal",
                                                  recurrent_rows=hidden), name=name)
     cell.bias.assign(np.concatenate([np.zeros(hidden), np.ones(hidden), np.zeros(2 * hidden)]))  # forget gate 1
     return cell

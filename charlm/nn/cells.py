@@ -1,11 +1,29 @@
-"""The Elman RNN and the GRU beside the LSTM (``--cell rnn`` / ``--cell gru``).
+"""Recurrent cells behind one interface: the LSTM (ud730 problem 1), the GRU and the Elman RNN.
 
-Both compute their gates from one matmul of ``[x, h]``, like the LSTM of :mod:`charlm.model`:
+Every cell's gate pre-activations come from one matmul of ``[x, h]`` with one kernel
+``[in + H, gates * H]`` and one bias ``[gates * H]``.  A cell declares
 
-* Elman RNN: ``h' = tanh([x, h] @ kernel + bias)``, kernel ``[in + H, H]``.  The baseline that shows
-  why gates exist: its gradient through time is a product of ``diag(1 - h'^2) @ W_h^T`` factors and
-  shrinks fast with distance (benchmarks/gradient_decay.py draws it).
-* GRU (Cho et al. 2014), kernel ``[in + H, 3H]`` with gate columns ``[z | r | n]`` (Keras' order):
+* its weights: ``kernel``, ``bias`` (and ``params()``, any others), ``input_kernel`` (the first
+  ``in`` rows) and ``recurrent_kernel`` (the last ``H``);
+* its step: ``cell(x, state)`` from the input, the textbook way, and ``cell.step(xw, hw, state)``
+  from the two halves ``xw = x @ input_kernel + bias`` and ``hw = h @ recurrent_kernel``, which
+  is what sampling and the fast paths use (``[x, h] @ kernel == x @ W_x + h @ W_h``);
+* its sequence function: ``cell.sequence(xw, state, loop, compute)`` runs the recurrent half over
+  a whole window, given the input half of every step at once (see :mod:`charlm.fast`).
+
+The state is an ``(h, c)`` pair for every cell, so the model, the trainer's carried state,
+sampling, scoring, export and tf.distribute treat all cells alike; a GRU or RNN passes its ``c``
+through untouched (it stays zero).
+
+* LSTM, gate columns ``[i | f | g | o]`` (input, forget, candidate "update", output gate: the
+  order of ud730's four matrices, Keras and PyTorch)::
+
+      i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_g);  c' = f * c + i * g;  h' = o * tanh(c')
+
+* Elman RNN: ``h' = tanh([x, h] @ kernel + bias)``, kernel ``[in + H, H]``.  The baseline that
+  shows why gates exist: its gradient through time is a product of ``diag(1 - h'^2) @ W_h^T``
+  factors and shrinks fast with distance (benchmarks/gradient_decay.py draws it).
+* GRU (Cho et al. 2014), gate columns ``[z | r | n]`` (Keras' order):
   ``z, r = sigmoid([x, h] @ kernel[:, :2H] + bias[:2H])``, the candidate
   ``n = tanh(x @ W_xn + bias[2H:] + r * (h @ W_hn + recurrent_bias))`` and ``h' = z * h + (1 - z) * n``.
   The reset gate is applied *after* the recurrent matmul (Keras' ``reset_after=True``, cuDNN's
@@ -13,35 +31,23 @@ Both compute their gates from one matmul of ``[x, h]``, like the LSTM of :mod:`c
   of ``r * h`` that would wait for ``r``.  ``recurrent_bias`` ``[H]`` is the candidate's bias inside
   the reset (Keras' recurrent bias of the ``n`` columns; the ``z``/``r`` recurrent biases would only
   add to ``bias``).
-
-The model's state stays a list of ``(h, c)`` pairs whatever the cell, so the trainer's carried
-variables, sampling, scoring, export and tf.distribute need no cell-specific code: a GRU or RNN
-layer passes its ``c`` through untouched (it stays zero).
-
-Training takes the LSTM's fast route: the input half ``x @ kernel[:in] + bias`` for every step at
-once (:meth:`CharLM.input_projection`), only ``h @ kernel[in:]`` in the time loop, Python-unrolled
-for windows up to ``model.STATIC_UNROLL_LIMIT`` (XLA compiles the training block) and a symbolic
-loop beyond, both with a hand-derived backward pass: the loop carries only the ``dh`` chain, and
-the recurrent kernel's gradient is one ``[H, T*B] @ [T*B, gH]`` matmul after it.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from charlm.fast.matmul import matmul_seq
-
-# Training windows at most this long are unrolled in Python inside a tf.function (what XLA compiles
-# best); longer ones use symbolic loops with the same hand-derived backward pass, which trace in
-# seconds at any length (512 units x 50 steps: ~3.6 s for the first call instead of ~6.7 s).
-# ``charlm.model`` reads it as its own ``STATIC_UNROLL_LIMIT`` and passes it here (tests lower it).
-STATIC_UNROLL_LIMIT = 20
+from charlm.fast import bptt, lstm_loops
 
 
 class Cell(tf.Module):
     """A layer whose gate pre-activations come from one ``[in + H, gates * H]`` kernel."""
 
     gates = 1
+    # whether the cell's sequence function takes bfloat16 matmuls (--precision) ...
+    bfloat16 = False
+    # ... and whether long texts are scored with it in side-by-side streams (charlm.fast.streams)
+    streams = False
 
     def __init__(self, input_size: int, hidden: int, kernel: np.ndarray, dtype=tf.float32, name=None):
         super().__init__(name=name)
@@ -65,16 +71,74 @@ class Cell(tf.Module):
     def param_grads(self, d_hw, *params) -> tuple:
         return ()
 
+    def __call__(self, x, state):
+        """One time step from the input ``x``: ``(h', state')``."""
+        h, _ = state
+        return self.step(tf.matmul(x, self.input_kernel) + self.bias, tf.matmul(h, self.recurrent_kernel), state)
+
+    # single-state cells: one step from the halves, and a window on charlm.fast.bptt
+    def step(self, xw, hw, state):
+        """One step from the input half ``xw`` (bias included) and ``hw = h @ recurrent_kernel``."""
+        h, c = state
+        h_new = self.forward(xw, h, hw, *self.params())[0]
+        return h_new, (h_new, c)
+
+    def sequence(self, xw, state, loop: str = "auto", compute=None):
+        """The recurrent half over a window ``xw`` ``[T, B, gates * H]``: ``(outputs [T, B, H], state)``."""
+        h, c = state
+        outputs, h = bptt.recur(self, xw, h, loop)
+        return outputs, (h, c)
+
+
+class LSTMCell(Cell):
+    """One LSTM layer whose four gates come from a single matmul (ud730 problem 1)."""
+
+    gates = 4
+    bfloat16 = True
+    streams = True
+
+    @staticmethod
+    def forward(z, c, axis: int = -1):
+        """The LSTM equations from pre-activations ``z = [i | f | g | o]`` (gates along ``axis``).
+
+        Returns ``(h', c', saved)`` with ``saved = (i, f, g, o, tanh c')`` for :meth:`backward`.
+        """
+        zi, zf, zg, zo = tf.split(z, 4, axis=axis)
+        i, f, g, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.tanh(zg), tf.sigmoid(zo)
+        c_new = f * c + i * g
+        tc = tf.tanh(c_new)
+        return o * tc, c_new, (i, f, g, o, tc)
+
+    @staticmethod
+    def backward(dh, d_c, c_prev, saved):
+        """One step of backpropagation through :meth:`forward`: ``(dz [i | f | g | o], dc for c)``
+        from ``dh = dL/dh'``, ``d_c = dL/dc'`` (from the step after) and the saved activations."""
+        i, f, g, o, tc = saved
+        d_c = d_c + dh * o * (1.0 - tc * tc)
+        dz = tf.concat([d_c * g * i * (1.0 - i), d_c * c_prev * f * (1.0 - f), d_c * i * (1.0 - g * g),
+                        dh * tc * o * (1.0 - o)], axis=-1)
+        return dz, d_c * f
+
+    def __call__(self, x, state):
+        """One time step, the problem-1 way: ``[x, h] @ kernel + bias`` then the gates."""
+        h, c = state
+        h, c, _ = self.forward(tf.matmul(tf.concat([x, h], axis=1), self.kernel) + self.bias, c)
+        return h, (h, c)
+
+    def step(self, xw, hw, state):
+        h, c, _ = self.forward(xw + hw, state[1])
+        return h, (h, c)
+
+    def sequence(self, xw, state, loop: str = "auto", compute=None):
+        outputs, h, c = lstm_loops.recur(type(self), xw, *state, self.recurrent_kernel, loop, compute)
+        return outputs, (h, c)
+
 
 class RNNCell(Cell):
     """Elman RNN layer: ``h' = tanh([x, h] @ kernel + bias)``."""
 
     gates = 1
     saved = 1
-
-    def step(self, x, h):
-        """One time step, the single-matmul way."""
-        return tf.tanh(tf.matmul(tf.concat([x, h], axis=1), self.kernel) + self.bias)
 
     def forward(self, xw, h, hw):
         """From the input half ``xw`` (bias included) and ``hw = h @ kernel[in:]``: ``(h', saved)``."""
@@ -98,14 +162,16 @@ class GRUCell(Cell):
         super().__init__(input_size, hidden, kernel, dtype, name)
         self.recurrent_bias = tf.Variable(tf.zeros([hidden], dtype=dtype), name="recurrent_bias")
 
-    def step(self, x, h):
+    def __call__(self, x, state):
         """One time step: ``z`` and ``r`` from one matmul of ``[x, h]``, the candidate's halves apart."""
+        h, c = state
         hidden = self.hidden
         zr = tf.sigmoid(tf.matmul(tf.concat([x, h], axis=1), self.kernel[:, :2 * hidden]) + self.bias[:2 * hidden])
         z, r = tf.split(zr, 2, axis=-1)
         xn = tf.matmul(x, self.input_kernel[:, 2 * hidden:]) + self.bias[2 * hidden:]
         n = tf.tanh(xn + r * (tf.matmul(h, self.recurrent_kernel[:, 2 * hidden:]) + self.recurrent_bias))
-        return z * h + (1.0 - z) * n
+        h = z * h + (1.0 - z) * n
+        return h, (h, c)
 
     def params(self):
         return (self.recurrent_bias,)
@@ -131,144 +197,4 @@ class GRUCell(Cell):
         return (tf.reduce_sum(d_n, axis=0),)
 
 
-CELL_TYPES = {"rnn": RNNCell, "gru": GRUCell}
-
-
-# -- the whole model over a sequence, and one step (CharLM dispatches here for gru and rnn) ----------
-def unroll(model, tokens, state, seed=None, static=None, static_limit=STATIC_UNROLL_LIMIT):
-    """``CharLM.unroll`` for GRU/RNN layers: ``(logits [T, B, V], new_state)``."""
-    outputs = None
-    new_state = []
-    for layer, cell in enumerate(model.cells):
-        if layer == 0:
-            xw = model.input_projection(tokens, seed, cell.input_kernel, cell.bias)
-        else:
-            xw = matmul_seq(model._dropout(outputs, seed, layer), cell.input_kernel) + cell.bias
-        h, c = state[layer]
-        outputs, h = recur(cell, xw, h, static, static_limit)
-        new_state.append((h, c))
-    top = model._dropout(outputs, seed, len(model.cells))
-    return matmul_seq(top, model.out_w) + model.out_b, new_state
-
-
-def step_weights(model):
-    """``CharLM.step_weights`` for GRU/RNN layers: each kernel split once, outside the loop (a
-    kernel sliced inside a compiled loop makes XLA's one-row matmul slow)."""
-    layers = [(cell.input_kernel, cell.recurrent_kernel, cell.bias) for cell in model.cells]
-    w_x, _, bias = layers[0]
-    table = (w_x if model.embedding is None else tf.matmul(model.embedding, w_x)) + bias
-    return {"table": table, "layers": layers, "out_w": tf.identity(model.out_w), "out_b": tf.identity(model.out_b)}
-
-
-def step(model, weights, tokens, state):
-    """``CharLM.step`` for GRU/RNN layers: one inference step for tokens ``[B]``."""
-    new_state = []
-    x = None
-    for layer, (cell, (w_x, w_h, bias)) in enumerate(zip(model.cells, weights["layers"])):
-        h, c = state[layer]
-        xw = tf.gather(weights["table"], tokens) if layer == 0 else tf.matmul(x, w_x) + bias
-        x = cell.forward(xw, h, tf.matmul(h, w_h), *cell.params())[0]
-        new_state.append((x, c))
-    return tf.matmul(x, weights["out_w"]) + weights["out_b"], new_state
-
-
-def recur(cell, xw, h, static=None, static_limit=STATIC_UNROLL_LIMIT):
-    """The recurrent half of one layer over all steps: ``(outputs [T, B, H], h)``.
-
-    ``static`` as in ``CharLM.unroll``: True unrolls in Python, False is a plain symbolic loop
-    (inference), None picks the Python unroll for short windows and the loops for long ones.
-    """
-    w_h = cell.recurrent_kernel
-    params = tuple(tf.convert_to_tensor(p) for p in cell.params())   # custom gradients take tensors
-    steps = xw.shape[0]
-    if static is None and steps is not None and steps <= static_limit:
-        static = True
-    if static is None:
-        return _bptt_loop(cell)(xw, h, w_h, *params)
-    if static:
-        return _bptt_static(cell)(xw, h, w_h, *params)
-    n = tf.shape(xw)[0]
-
-    def body(t, h, out):
-        h = cell.forward(xw[t], h, tf.matmul(h, w_h), *params)[0]
-        return t + 1, h, out.write(t, h)
-
-    _, h, out = tf.while_loop(lambda t, *_: t < n, body, (0, h, tf.TensorArray(xw.dtype, size=n)))
-    return out.stack(), h
-
-
-def _weight_grad(h_prev, d_hw):
-    """The recurrent kernel's gradient over all steps as one ``[H, T*B] @ [T*B, gH]`` matmul."""
-    return tf.matmul(tf.reshape(h_prev, [-1, tf.shape(h_prev)[-1]]),
-                     tf.reshape(d_hw, [-1, tf.shape(d_hw)[-1]]), transpose_a=True)
-
-
-def _step_back(cell, dh, h_prev, saved, w_t, params):
-    """One BPTT step: ``(d xw, d hw, dh for the previous step)``."""
-    d_xw, d_hw, direct = cell.backward(dh, h_prev, saved, *params)
-    d_h = tf.matmul(d_hw, w_t)
-    return d_xw, d_hw, d_h if direct is None else d_h + direct
-
-
-def _bptt_static(cell):
-    """The time loop unrolled in Python (XLA compiles it), with a hand-derived backward pass."""
-
-    @tf.custom_gradient
-    def run(xw, h, w_h, *params):
-        steps = xw.shape[0]
-        hs, saved = [h], []
-        for t in range(steps):
-            h_new, acts = cell.forward(xw[t], hs[-1], tf.matmul(hs[-1], w_h), *params)
-            hs.append(h_new)
-            saved.append(acts)
-        outputs = tf.stack(hs[1:])
-
-        def grad(d_outputs, d_h):
-            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
-            d_h = tf.zeros_like(h) if d_h is None else d_h
-            w_t = tf.transpose(w_h)
-            d_xws, d_hws = [None] * steps, [None] * steps
-            for t in reversed(range(steps)):
-                d_xws[t], d_hws[t], d_h = _step_back(cell, d_outputs[t] + d_h, hs[t], saved[t], w_t, params)
-            d_hw = tf.stack(d_hws)
-            return (tf.stack(d_xws), d_h, _weight_grad(tf.stack(hs[:-1]), d_hw), *cell.param_grads(d_hw, *params))
-
-        return (outputs, hs[-1]), grad
-
-    return run
-
-
-def _bptt_loop(cell):
-    """``_bptt_static``'s forward and backward as symbolic while-loops (traced once at any length)."""
-
-    @tf.custom_gradient
-    def run(xw, h, w_h, *params):
-        n = tf.shape(xw)[0]
-        arrays = lambda k: tuple(tf.TensorArray(xw.dtype, size=n) for _ in range(k))  # noqa: E731
-
-        def forward(t, h, saved):
-            h_new, acts = cell.forward(xw[t], h, tf.matmul(h, w_h), *params)
-            return t + 1, h_new, tuple(a.write(t, v) for a, v in zip(saved, (h,) + acts))
-
-        _, h_last, saved = tf.while_loop(lambda t, *_: t < n, forward, (0, h, arrays(1 + cell.saved)))
-        h_prev = saved[0].stack()
-        outputs = tf.concat([h_prev[1:], h_last[None]], 0)
-
-        def grad(d_outputs, d_h):
-            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
-            d_h = tf.zeros_like(h) if d_h is None else d_h
-            w_t = tf.transpose(w_h)
-
-            def backward(k, d_h, d_xws, d_hws):
-                t = n - 1 - k
-                acts = tuple(a.read(t) for a in saved[1:])
-                d_xw, d_hw, d_h = _step_back(cell, d_outputs[t] + d_h, saved[0].read(t), acts, w_t, params)
-                return k + 1, d_h, d_xws.write(t, d_xw), d_hws.write(t, d_hw)
-
-            _, d_h0, d_xws, d_hws = tf.while_loop(lambda k, *_: k < n, backward, (0, d_h, *arrays(2)))
-            d_hw = d_hws.stack()
-            return (d_xws.stack(), d_h0, _weight_grad(h_prev, d_hw), *cell.param_grads(d_hw, *params))
-
-        return (outputs, h_last), grad
-
-    return run
+CELL_TYPES = {"lstm": LSTMCell, "gru": GRUCell, "rnn": RNNCell}

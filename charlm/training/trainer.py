@@ -33,6 +33,7 @@ from charlm.training.distribute import ReplicaSteps
 from charlm.config import ModelConfig, TrainConfig, build_configs
 from charlm.errors import CharlmError
 from charlm.use.scoring import Scorer
+from charlm.nn.cells import CELL_TYPES
 from charlm.nn.model import CharLM
 from charlm.training.optim import learning_rate, make_optimizer
 from charlm.fast.precision import compute_dtype
@@ -118,7 +119,7 @@ class Trainer(ReplicaSteps):
         tf.random.set_seed(train_cfg.seed)
         self.xla = xla = use_xla(model_cfg, train_cfg)
         self.compute_dtype, self._precision_why = compute_dtype(train_cfg.precision, model_cfg.hidden, xla)
-        if model_cfg.cell != "lstm":       # the GRU and RNN paths multiply in float32
+        if not CELL_TYPES[model_cfg.cell].bfloat16:       # the GRU and RNN paths multiply in float32
             self.compute_dtype, self._precision_why = tf.float32, f"{model_cfg.cell} cell"
         # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():

@@ -5,7 +5,7 @@
 returns a scalar string: the prime followed by exactly ``length`` generated characters (characters
 of the prime the model never saw are dropped), and ``m.score(text=...)`` the text's nats per
 character.  The vocabulary travels inside the graph as a lookup table; the sampling loop is the
-one ``charlm.sampling`` uses.
+one ``charlm.use.sampling`` uses.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class ExportedModel(tf.Module):
     def generate(self, prime, length, temperature):
         ids, tokens, leftover = self._prime(prime)
         if self.sparse:
-            # a cut ending in a single character leaves it open, as charlm.sampling does
+            # a cut ending in a single character leaves it open, as charlm.use.sampling does
             last = tf.concat([[self.vocab_size], tokens], 0)[-1]      # no token: not open
             odd = last < self.vocab_size
             first = tf.where(odd, last, -1)

@@ -8,33 +8,23 @@ token).  Per-character figures divide the total by the number of characters, so
 char and bigram models compare directly.
 
 A short text (or ``streams=1``) runs as one state through the whole text: one compiled XLA
-while-loop per chunk.  A long one is cut into ``streams`` contiguous pieces that run side by side
-as the rows of one batch, each with its own state, so the matmuls see a batch instead of one row.
-Each piece after the first first reads the ``WARMUP`` tokens before it without scoring them, so
-its state has context when its own tokens are scored; the figure then differs from the one-state
-one by far less than a run's seed moves it (measured in benchmarks/README.md).
+while-loop per chunk.  A long one is scored as side-by-side streams (:mod:`charlm.fast.streams`,
+for cells that run feature-major), each after a warm-up on the text before it.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from charlm.fast import kernels
+from charlm.fast import streams as side_by_side
 from charlm.data.vocab import Tokenizer
 
 CHUNK_TOKENS = 16384
 LOGITS_BUDGET = 1 << 25   # numbers in one chunk's logits at most (128 MB of float32)
-STREAM_TOKENS = 4096      # default streams: one per this many tokens ...
-MAX_STREAMS = 256         # ... up to this many
-WARMUP = 256              # tokens a stream reads before its own, unscored
-STREAM_STEPS = 128        # time steps per compiled call of the streamed loop
-
-
-def default_streams(tokens: int) -> int:
-    return max(1, min(MAX_STREAMS, tokens // STREAM_TOKENS))
 
 
 @dataclass
@@ -69,7 +59,7 @@ class Score:
 class Scorer:
     """Compiled scoring for one model (built once, reused, e.g. for validation while training).
 
-    ``streams``: ``None`` picks :func:`default_streams`, 1 keeps one state through the text.
+    ``streams``: ``None`` picks :func:`charlm.fast.streams.default_streams`, 1 keeps one state through the text.
     ``compute``: the streamed loop's matmul dtype (default: the model's ``compute_dtype``).
     """
 
@@ -82,12 +72,13 @@ class Scorer:
         self.compute = compute or model.compute_dtype
         self._chunk_fn = tf.function(self._score_chunk, jit_compile=True, reduce_retracing=True,
                                      autograph=False)
-        self._streams_fn = tf.function(self._score_streams, reduce_retracing=True, autograph=False)
+        self._streams_fn = tf.function(functools.partial(side_by_side.score, model.cells, model.dtype),
+                                       reduce_retracing=True, autograph=False)
 
     def _score_chunk(self, tokens, n, state, prev_logits):
         """Nats of ``tokens[:n]`` (padded to a fixed length) given the logits before them."""
         model = self.model
-        logits, new_state = model.unroll(tokens[:, None], state, static=False)
+        logits, new_state = model.unroll(tokens[:, None], state, loop="inference")
         logits = logits[:, 0, :]
         # predictions for token t come from the logits after token t - 1
         before = tf.concat([prev_logits[None, :], logits[:-1]], axis=0)
@@ -100,8 +91,8 @@ class Scorer:
         """Score character ids (already encoded with the model's vocabulary)."""
         tokens = self.tokenizer.tokens(ids).astype(np.int32)
         leftover = self.tokenizer.leftover(ids)
-        streams = self.streams or default_streams(tokens.size)
-        if streams > 1 and tokens.size > 1 and self.model.config.cell == "lstm":
+        streams = self.streams or side_by_side.default_streams(tokens.size)
+        if streams > 1 and tokens.size > 1 and all(cell.streams for cell in self.model.cells):
             total, logits = self._streamed(tokens, streams)
         else:
             total, logits = self._one_state(tokens)
@@ -134,94 +125,22 @@ class Scorer:
         return total, logits
 
     def _streamed(self, tokens, streams: int):
-        """``(nats, logits after the last token)`` with ``streams`` pieces side by side.
-
-        Column ``s`` of the ``[steps, streams]`` grid holds piece ``s`` (tokens ``s*L`` to
-        ``(s+1)*L``) after the ``WARMUP`` tokens before it; positions outside the text are padding,
-        through which a stream's state stays as it is (so the first stream starts from the zero
-        state, as one state would).
-        """
-        n = tokens.size
-        length = -(-n // streams)
-        warmup = min(WARMUP, length)
-        steps = warmup + length
-        steps += -steps % STREAM_STEPS
-        first = np.arange(streams)[None, :] * length
-        pos = np.arange(steps)[:, None] - warmup + first
-        valid = (pos >= 0) & (pos < n)
-        scored = valid & (pos >= first) & (pos < first + length)    # each position exactly once
-        grid = np.where(valid, tokens[np.clip(pos, 0, n - 1)], 0).astype(np.int32)
+        """``(nats, logits after the last token)`` with ``streams`` pieces side by side."""
+        grid, valid, scored = side_by_side.grid(tokens, streams)
         model = self.model
-        weights = _stream_weights(model, self.compute)
-        state = [(tf.zeros([model.config.hidden, streams]),) * 2 for _ in model.cells]
+        weights = side_by_side.stream_weights(model, self.compute)
+        state = side_by_side.zero_state(model, streams)
         total = tf.constant(0.0, tf.float64)
-        for start in range(0, steps, STREAM_STEPS):
-            piece = slice(start, start + STREAM_STEPS)
+        step = side_by_side.STREAM_STEPS
+        for start in range(0, grid.shape[0], step):
+            piece = slice(start, start + step)
             nats, state = self._streams_fn(weights, tf.constant(grid[piece]), tf.constant(valid[piece]),
                                            tf.constant(scored[piece]), state)
             total += nats
-        top = tf.transpose(state[-1][0])[-1:]          # the last stream's state after the text
-        return float(total), (tf.matmul(top, model.out_w) + model.out_b)[0]
-
-    def _score_streams(self, weights, grid, valid, scored, state):
-        """Nats of the ``scored`` positions of ``grid`` ``[K, S]``; the states are ``[H, S]`` (feature-major).
-
-        With charlm's kernels a step is a matmul, a column lookup and one op per layer; without,
-        plain TensorFlow ops compute the same.
-        """
-        library = kernels.lstm_steps() if self.model.dtype == tf.float32 else None
-        out_w = tf.transpose(weights["out_w"])
-
-        def body(t, state, total):
-            # the prediction for position t comes from the state before it
-            logits = tf.transpose(_mm(out_w, state[-1][0])) + weights["out_b"]
-            nats = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=grid[t], logits=logits)
-            total += tf.reduce_sum(tf.where(scored[t], tf.cast(nats, tf.float64), 0.0))
-            keep = valid[t]
-            new_state = []
-            x = None
-            for layer, (w_x, w_h, bias) in enumerate(weights["layers"]):
-                h, c = state[layer]
-                zr = tf.matmul(w_h, tf.cast(h, w_h.dtype))
-                if library is not None:
-                    xw = library.charlm_columns(weights["table_t"], grid[t]) if layer == 0 else _mm(w_x, x) + bias
-                    x, _, c = library.charlm_lstm_step(xw, zr, h, c, keep)
-                else:
-                    xw = tf.transpose(tf.gather(weights["table"], grid[t])) if layer == 0 else _mm(w_x, x) + bias
-                    x, c_new = _gates(xw + tf.cast(zr, tf.float32), c)
-                    x, c = tf.where(keep[None, :], x, h), tf.where(keep[None, :], c_new, c)
-                new_state.append((x, c))
-            return t + 1, new_state, total
-
-        _, state, total = tf.while_loop(lambda t, *_: t < tf.shape(grid)[0], body,
-                                        (0, state, tf.constant(0.0, tf.float64)))
-        return total, state
+        return float(total), side_by_side.last_logits(model, state)
 
     def score_text(self, text: str, oov: str = "error", what: str = "evaluation text") -> Score:
         return self.score_ids(self.tokenizer.vocab.encode(text, oov=oov, what=what))
-
-
-def _stream_weights(model, compute):
-    """The model's weights for the streamed loop: transposed (feature-major), gates in block
-    order, the recurrent and deeper input kernels in ``compute``; layer 0's input half the
-    ``[V, 4H]`` table of :meth:`CharLM.step_weights` and its transpose (a token's column)."""
-    weights = model.step_weights()
-    layers = [(tf.cast(tf.transpose(w_x), compute), tf.cast(tf.transpose(w_h), compute), bias[:, None])
-              for w_x, w_h, bias in weights["layers"]]
-    return {"table": weights["table"], "table_t": tf.transpose(weights["table"]), "layers": layers,
-            "out_w": tf.cast(weights["out_w"], compute), "out_b": weights["out_b"]}
-
-
-def _mm(w, x):
-    """``w @ x`` in ``w``'s dtype, returned in float32."""
-    return tf.cast(tf.matmul(w, tf.cast(x, w.dtype)), tf.float32)
-
-
-def _gates(z, c):
-    """The LSTM update from feature-major pre-activations ``z = [i; g; f; o]`` ``[4H, S]``."""
-    zi, zg, zf, zo = tf.split(z, 4, axis=0)
-    c = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zg)
-    return tf.sigmoid(zo) * tf.tanh(c), c
 
 
 def _exp(x: float) -> float:

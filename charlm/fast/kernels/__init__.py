@@ -1,6 +1,6 @@
 """charlm's own TensorFlow kernels: the elementwise halves of an LSTM step as one CPU op each.
 
-The long-window training loop (:func:`charlm.model._recur_steps`) runs each step as a matmul
+The long-window training loop (:mod:`charlm.fast.lstm_loops`) runs each step as a matmul
 (TensorFlow's, oneDNN) and one op of ``lstm_steps.cc`` (Eigen's vectorised tanh and logistic,
 shared out to TensorFlow's CPU threads), forward and backward, in a feature-major layout whose
 matmul runs fastest here, in float32 or with bfloat16 matmuls.  Without them each step is ~10

@@ -3,18 +3,19 @@
 // step and the input half's table lookup.
 //
 // The loop keeps its tensors feature-major: a step's pre-activations are [4H, B] with the gates
-// as row blocks [i | g | f | o], the states [H, B].  The recurrent matmul is then W_h^T [4H, H] @
-// h [H, B], the shape oneDNN runs fastest (its small operand is the one it repacks), and each
-// gate is one contiguous run of H * B values, so these kernels see flat arrays.
+// as row blocks [i | f | g | o] (charlm.nn.cells.LSTMCell's order), the states [H, B].  The
+// recurrent matmul is then W_h^T [4H, H] @ h [H, B], the shape oneDNN runs fastest (its small
+// operand is the one it repacks), and each gate is one contiguous run of H * B values, so these
+// kernels see flat arrays.
 //
 // T is the matmul's type (float or bfloat16): the recurrent products arrive in T and the kernels
 // also return h and dz in T for the next matmul; everything else (the input half, cell state,
 // activations, gradients) stays float32.
 //
 // Forward:  i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_g);  c' = f c + i g;  h = o tanh(c')
-//           with z = xw + zr.  "saved" [6, H, B] holds c, i, g, f, o, tanh(c') for the backward.
+//           with z = xw + zr.  "saved" [6, H, B] holds c, i, f, g, o, tanh(c') for the backward.
 // Backward: dh = d_out + d_hr;  dc = d_c + dh o (1 - tanh(c')^2);
-//           dz = [dc g i (1 - i) | dc i (1 - g^2) | dc c f (1 - f) | dh tanh(c') o (1 - o)];
+//           dz = [dc g i (1 - i) | dc c f (1 - f) | dc i (1 - g^2) | dh tanh(c') o (1 - o)];
 //           d_c_prev = dc f.
 #define EIGEN_USE_THREADS
 #include <type_traits>
@@ -140,13 +141,13 @@ class LstmForwardOp : public OpKernel {
       auto gate = [&](int k) -> Eigen::ArrayXf {
         return ConstFloats(x + k * n + begin, len) + as_float(r + k * n + begin, len);
       };
-      Floats c_prev(s + begin, len), i(s + n + begin, len), g(s + 2 * n + begin, len),
-          f(s + 3 * n + begin, len), o(s + 4 * n + begin, len), tc(s + 5 * n + begin, len);
+      Floats c_prev(s + begin, len), i(s + n + begin, len), f(s + 2 * n + begin, len),
+          g(s + 3 * n + begin, len), o(s + 4 * n + begin, len), tc(s + 5 * n + begin, len);
       Floats c_out(cn + begin, len), h_out(hp + begin, len);
       c_prev = ConstFloats(cp + begin, len);
       i = gate(0).logistic();
-      g = gate(1).tanh();
-      f = gate(2).logistic();
+      f = gate(1).logistic();
+      g = gate(2).tanh();
       o = gate(3).logistic();
       c_out = f * c_prev + i * g;
       tc = c_out.tanh();
@@ -208,10 +209,10 @@ class LstmBackwardOp : public OpKernel {
     parallel(ctx, n, [&](int64_t begin, int64_t end) {
       const int64_t len = end - begin;
       auto act = [&](int k) { return ConstFloats(s + k * n + begin, len); };
-      const auto c_prev = act(0), i = act(1), g = act(2), f = act(3), o = act(4), tc = act(5);
+      const auto c_prev = act(0), i = act(1), f = act(2), g = act(3), o = act(4), tc = act(5);
       const Eigen::ArrayXf dh = ConstFloats(dop + begin, len) + as_float(dhr + begin, len);
       const Eigen::ArrayXf dc = ConstFloats(dcp + begin, len) + dh * o * (1.0f - tc * tc);
-      Floats di(z + begin, len), dg(z + n + begin, len), df(z + 2 * n + begin, len), d_o(z + 3 * n + begin, len);
+      Floats di(z + begin, len), df(z + n + begin, len), dg(z + 2 * n + begin, len), d_o(z + 3 * n + begin, len);
       di = dc * g * i * (1.0f - i);
       dg = dc * i * (1.0f - g * g);
       df = dc * c_prev * f * (1.0f - f);
@@ -320,7 +321,7 @@ class LstmStepOp : public OpKernel {
       auto gate = [&](int k) -> Eigen::ArrayXf {
         return ConstFloats(x + k * n + begin, len) + as_float(r + k * n + begin, len);
       };
-      const Eigen::ArrayXf c_out = gate(2).logistic() * ConstFloats(cp + begin, len) + gate(0).logistic() * gate(1).tanh();
+      const Eigen::ArrayXf c_out = gate(1).logistic() * ConstFloats(cp + begin, len) + gate(0).logistic() * gate(2).tanh();
       Eigen::ArrayXf h_out = gate(3).logistic() * c_out.tanh();
       Floats(co + begin, len) = c_out;
       Floats(ho + begin, len) = h_out;
