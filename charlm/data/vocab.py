@@ -73,6 +73,36 @@ def describe_chars(chars) -> str:
     return ", ".join(parts)
 
 
+def greedy_pairs(known, ops):
+    """The sparse bigram cut's rule: from left to right a known pair, else one character.
+
+    ``known[k]``: the pair at positions ``k, k + 1`` is a token (False for the last position).
+    Returns ``(pair, single)``: the positions where a pair token starts, and those taken alone.
+    Vectorised per run of known positions: inside a run starting at a token boundary the pairs
+    start at even offsets from the run's start, and a position that the pair before it does not
+    cover is a single character.  Written once over ``ops`` (:data:`NUMPY_OPS` here; TensorFlow's
+    in the exported SavedModel's graph, :mod:`charlm.use.export`).
+    """
+    previous = lambda a: ops.concat([[False], a[:-1]])  # noqa: E731
+    index = ops.arange(known)
+    starts = known & ~previous(known)
+    # each position's run start: the latest start at or before it
+    run_start = ops.gather(ops.concat([[0], ops.mask(index, starts)]), ops.cumsum(starts))
+    pair = known & ((index - run_start) % 2 == 0)
+    return pair, ~(pair | previous(pair))
+
+
+class _NumpyOps:
+    concat = staticmethod(np.concatenate)
+    arange = staticmethod(lambda a: np.arange(a.size))
+    mask = staticmethod(lambda a, m: a[m])
+    gather = staticmethod(lambda a, i: a[i])
+    cumsum = staticmethod(np.cumsum)
+
+
+NUMPY_OPS = _NumpyOps
+
+
 class Vocabulary:
     """The characters a model knows, in a fixed order (id = position)."""
 
@@ -229,13 +259,8 @@ class Tokenizer:
         return pairs[:, 0] * self.dtype.type(self.vocab.size) + pairs[:, 1]
 
     def _greedy(self, ids: np.ndarray) -> np.ndarray:
-        """The sparse cut: from left to right a known pair, else one character.
-
-        Vectorised per run of positions whose pair is known: inside a run starting at a token
-        boundary the pairs start at even offsets from the run's start, and a position outside
-        them that the pair before does not cover is a single character.  Chunks start at a token
-        boundary, so each is cut on its own.
-        """
+        """The sparse cut (:func:`greedy_pairs`), chunk by chunk: chunks start at a token boundary,
+        so each is cut on its own."""
         v, n = self.vocab.size, ids.size
         out = np.empty(n, dtype=self.dtype)
         count = pos = 0
@@ -245,14 +270,7 @@ class Tokenizer:
             token = np.zeros(a.size, dtype=self.dtype)          # 0: the pair is not a token
             token[:ids[pos + 1:end + 1].size] = self._pair_token(a[:ids[pos + 1:end + 1].size] * v
                                                                  + ids[pos + 1:end + 1])
-            known = token > 0
-            index = np.arange(a.size, dtype=np.int32)
-            starts = known.copy()
-            starts[1:] &= ~known[:-1]
-            run_start = np.maximum.accumulate(np.where(starts, index, 0))
-            pair = known & ((index ^ run_start) & 1 == 0)
-            single = ~pair
-            single[1:] &= ~pair[:-1]
+            pair, single = greedy_pairs(token > 0, NUMPY_OPS)
             taken = np.where(pair, token, a)[pair | single]
             out[count:count + taken.size] = taken
             count += taken.size
@@ -301,14 +319,13 @@ class Tokenizer:
         mask[char_id * v:(char_id + 1) * v] = True
         return mask
 
-    def sample_steps(self, length: int, opened: bool = False) -> int:
+    def sample_steps(self, length, opened=False):
         """Tokens to generate so that at least ``length`` new characters come out (``opened``:
-        the first token repeats the prime's open character)."""
+        the first token repeats the prime's open character).  Plain arithmetic, so ints and
+        TensorFlow integer tensors (the SavedModel's graph) take the same rule."""
         if self.sparse:
             return length + opened              # a token may hold one character only
-        if opened:
-            return 1 + -(-(length - 1) // 2)
-        return -(-length // self.chars_per_token)
+        return -(-(length + opened) // self.chars_per_token)
 
     def chars(self, tokens: np.ndarray) -> np.ndarray:
         """Token ids back to character ids (flattened in reading order; the sparse layout

@@ -15,13 +15,28 @@ import numpy as np
 import tensorflow as tf
 
 from charlm.errors import CharlmError
+from charlm.data.vocab import greedy_pairs
 from charlm.use.sampling import sample_loop
+from charlm.use.scoring import open_pair_nats
+
+
+class _GraphOps:
+    """What :func:`charlm.data.vocab.greedy_pairs` needs, in TensorFlow ops."""
+    concat = staticmethod(lambda parts: tf.concat(parts, 0))
+    arange = staticmethod(lambda a: tf.range(tf.size(a)))
+    mask = staticmethod(tf.boolean_mask)
+    gather = staticmethod(tf.gather)
+    cumsum = staticmethod(lambda a: tf.cumsum(tf.cast(a, tf.int32)))
+
+
+GRAPH_OPS = _GraphOps
 
 
 class ExportedModel(tf.Module):
     def __init__(self, model, tokenizer):
         super().__init__(name="charlm_export")
         self.model = model
+        self.tokenizer = tokenizer
         vocab = tokenizer.vocab
         self.vocab_size = vocab.size
         self.pair = tokenizer.kind == "bigram"
@@ -51,18 +66,11 @@ class ExportedModel(tf.Module):
         return ids, pairs[:, 0] * self.vocab_size + pairs[:, 1], ids[n:]
 
     def _greedy(self, ids):
-        """``Tokenizer._greedy`` in graph ops: known pairs from left to right, else one character."""
+        """The tokenizer's sparse cut (:func:`charlm.data.vocab.greedy_pairs`) in graph ops."""
         n = tf.size(ids)
         keys = tf.cast(ids[:-1], tf.int64) * self.vocab_size + tf.cast(ids[1:], tf.int64)
         token = tf.concat([self.pair_table.lookup(keys), [-1]], 0)[:n]
-        known = token >= 0
-        index = tf.range(n)
-        starts = tf.logical_and(known, tf.logical_not(tf.concat([[False], known[:-1]], 0)))
-        # each known position's run start: the latest start at or before it
-        run_start = tf.gather(tf.concat([[0], tf.boolean_mask(index, starts)], 0),
-                              tf.cumsum(tf.cast(starts, tf.int32)))
-        pair = tf.logical_and(known, (index - run_start) % 2 == 0)
-        single = tf.logical_not(tf.logical_or(pair, tf.concat([[False], pair[:-1]], 0)))
+        pair, single = greedy_pairs(token >= 0, GRAPH_OPS)
         return tf.boolean_mask(tf.where(pair, token, ids), tf.logical_or(pair, single))
 
     def _read(self, tokens):
@@ -95,15 +103,14 @@ class ExportedModel(tf.Module):
         num = self.model.num_tokens
         if self.sparse:
             first_mask = tf.logical_or(tf.logical_not(odd), tf.equal(self.first, first))
-            steps = length + tf.cast(odd, tf.int32)        # a token may hold one character only
         elif self.pair:
             odd = tf.size(leftover) > 0
             first = tf.cond(odd, lambda: leftover[0], lambda: tf.constant(-1))
             first_mask = tf.logical_or(tf.logical_not(odd), tf.range(num) // self.vocab_size == first)
-            steps = tf.where(odd, 1 + (length - 1 + 1) // 2, (length + 1) // 2)
         else:
+            odd = tf.constant(False)
             first_mask = tf.ones([num], tf.bool)
-            steps = length
+        steps = self.tokenizer.sample_steps(length, tf.cast(odd, tf.int32))
         seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
         last = tf.reshape(logits[-1], [1, num])
         out = sample_loop(self.model, last, state, steps, temperature, 0, seed, first_mask)[0][:, 0]
@@ -129,10 +136,8 @@ class ExportedModel(tf.Module):
         n = tf.size(tokens)
         nats = -tf.reduce_sum(tf.gather(logp[:n], tokens, batch_dims=1))
         if self.pair and not self.sparse:
-            v = self.vocab_size
-            last = tf.reshape(logp[n], [v, v])
             nats += tf.cond(tf.size(leftover) > 0,
-                            lambda: -tf.reduce_logsumexp(tf.gather(last, leftover[0])),
+                            lambda: open_pair_nats(logp[n], leftover[0], self.vocab_size),
                             lambda: tf.constant(0.0, tf.float64))
         return nats / tf.cast(tf.maximum(tf.size(ids), 1), tf.float64)
 

@@ -68,7 +68,6 @@ class Sampler:
         else:
             logits = tf.tile(model.out_b[None, :], [num_samples, 1])
         first_mask = np.ones(tok.num_tokens, dtype=bool)
-        remaining = length
         if leftover.size:           # bigram with an odd prime: finish the open pair first
             first_mask = tok.starting_with(int(leftover[0]))
             steps = tok.sample_steps(length, opened=True)

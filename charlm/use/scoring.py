@@ -98,10 +98,8 @@ class Scorer:
             total, logits = self._one_state(tokens)
         token_nats = total
         if leftover.size:
-            v = self.tokenizer.vocab.size
-            c = int(leftover[0])
-            lp = tf.nn.log_softmax(tf.cast(logits, tf.float64)).numpy()
-            total += -float(np.logaddexp.reduce(lp[c * v:(c + 1) * v]))
+            log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float64))
+            total += float(open_pair_nats(log_probs, int(leftover[0]), self.tokenizer.vocab.size))
         return Score(characters=int(ids.size), tokens=int(tokens.size), nats=total, token_nats=token_nats)
 
     def _one_state(self, tokens):
@@ -141,6 +139,12 @@ class Scorer:
 
     def score_text(self, text: str, oov: str = "error", what: str = "evaluation text") -> Score:
         return self.score_ids(self.tokenizer.vocab.encode(text, oov=oov, what=what))
+
+
+def open_pair_nats(log_probs, char, vocab_size: int):
+    """Nats of a text's final single character under a model of all ``V**2`` pairs ``a * V + b``:
+    its marginal ``-log sum_b p(char, b)`` from the log-probabilities after the text."""
+    return -tf.reduce_logsumexp(tf.reshape(log_probs, [vocab_size, vocab_size])[char])
 
 
 def _exp(x: float) -> float:
