@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 from cli import main
@@ -52,3 +54,27 @@ def test_export_generates_in_plain_tensorflow(kind, tmp_path):
 
     score, _ = evaluate(run, text=held)
     assert got["score"] == pytest.approx(score.nats_per_char, rel=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=40))
+def test_the_sparse_cut_is_one_rule_in_numpy_and_in_the_graph(bits):
+    """greedy_pairs over numpy (the tokenizer) and over graph ops (the SavedModel) against a plain
+    left-to-right scan: a known pair where one starts, else one character."""
+    import numpy as np
+    import tensorflow as tf
+
+    from charlm.data.vocab import NUMPY_OPS, greedy_pairs
+    from charlm.use.export import GRAPH_OPS
+
+    known = np.array(bits)
+    known[-1] = False                     # no pair starts at the last position
+    want_pair, want_single, k = np.zeros_like(known), np.zeros_like(known), 0
+    while k < known.size:
+        if known[k]:
+            want_pair[k], k = True, k + 2
+        else:
+            want_single[k], k = True, k + 1
+    for pair, single in (greedy_pairs(known, NUMPY_OPS), greedy_pairs(tf.constant(known), GRAPH_OPS)):
+        np.testing.assert_array_equal(np.asarray(pair), want_pair)
+        np.testing.assert_array_equal(np.asarray(single), want_single)
