@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """ud730 assignment 6 with charlm's Python API, step by step (what the notebook did, in a script).
 
-    python examples/ud730_walkthrough.py                          # text8, the notebook's 7001 steps
-    python examples/ud730_walkthrough.py --corpus my.txt --steps 500
+    python examples/ud730_walkthrough.py                                   # text8, the notebook's 7001 steps
+    python examples/ud730_walkthrough.py --corpus tinyshakespeare --steps 500
+    python examples/ud730_walkthrough.py --corpus FILE --out checkpoints/walk   # any text file; keep the runs
+
+A dataset name (text8, tinyshakespeare, enwik8) is downloaded on first use.
 
 1. Problem 1: the character LSTM whose gates come from one matmul, trained as the notebook does.
 2. Problem 2: bigram tokens through an embedding, with dropout on the non-recurrent connections.
@@ -23,7 +26,7 @@ import_tensorflow_quietly()
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", default="text8", help="a text file or dataset name (default: text8)")
+    p.add_argument("--corpus", default="text8", help="a text file or dataset name: text8 (default), tinyshakespeare, enwik8")
     p.add_argument("--steps", type=int, default=7001)
     p.add_argument("--out", default=None, help="folder for the two runs (default: a temporary one)")
     args = p.parse_args()
