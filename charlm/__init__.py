@@ -3,11 +3,15 @@
 The Python API (TensorFlow is imported on first use, so ``import charlm`` is cheap)::
 
     import charlm
-    run = charlm.train(corpus="input.txt", checkpoint_dir="checkpoints/shakespeare",
-                       preset="ud730", steps=2000)
+    run = charlm.train(corpus="tinyshakespeare", checkpoint_dir="checkpoints/shakespeare",
+                       preset="fast", time_limit=300)
     print(charlm.sample("checkpoints/shakespeare", prime="ROMEO:", length=200, seed=1)[0])
-    score, _ = charlm.evaluate("checkpoints/shakespeare", text=open("heldout.txt").read())
+    score, _ = charlm.evaluate("checkpoints/shakespeare", split="valid")
     print(score.bits_per_char, score.perplexity)
+
+The package reads in the order the data flows: ``data`` (text -> vocabulary -> tokens ->
+batches), ``fast`` (the speed machinery), ``nn`` (cells and the model), ``run`` (the run folder),
+``use`` (sampling, scoring, export), ``training``, ``mirror`` (ud730 problem 3).
 """
 import importlib
 
