@@ -191,3 +191,81 @@ def test_bad_input_ends_in_one_error_line(trained, corpus, tmp_path):
     assert "no words" in error_line(invoke("mirror", "eval", "--checkpoint", trained, "--text-file", empty))
     assert "no words" in error_line(invoke("mirror", "train", "--corpus", empty, "--checkpoint-dir",
                                            tmp_path / "y", "--steps", 1))
+
+
+# -- the run machinery it shares with `train`: the budget, the folder lock, signals, reports ------------
+TINY_RUN = dict(hidden=8, embedding_size=4, batch_size=4, max_chars=12, max_words=2, log_every=1,
+                checkpoint_every=0)
+
+
+def seconds_saved(run) -> float:
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "ckpt")))
+    return float(reader.get_tensor("seconds/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def steps_saved(run) -> int:
+    return int(tf.train.latest_checkpoint(str(run / "ckpt")).rsplit("-", 1)[1])
+
+
+def test_time_limit_counts_across_a_resume(corpus, tmp_path):
+    """Like `train`: the seconds trained are kept in the checkpoint, --resume goes on counting them,
+    and a run that used its whole limit refuses to resume with one line."""
+    run, logs = tmp_path / "run", []
+    # the first step compiles (seconds on a shared CPU), so a 2-second limit ends after it
+    first = trainer.train(str(corpus), run, steps=10**6, time_limit=2, log=logs.append, **TINY_RUN)
+    assert first.stopped == "time-limit" and first.step == steps_saved(run) >= 1
+    assert any(m.startswith("time limit of 2 s reached at step") for m in logs), logs
+    used = seconds_saved(run)
+    assert used > 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == first.step and 0 < records[-1]["time"] <= used
+    line = error_line(invoke("mirror", "train", "--checkpoint-dir", run, "--resume"))
+    assert "has trained" in line and "--time-limit of 2 s" in line
+    assert steps_saved(run) == first.step and seconds_saved(run) == used           # nothing was changed
+    again = trainer.train(checkpoint_dir=run, resume=True, time_limit=used + 2, log=logs.append)
+    assert again.stopped == "time-limit" and again.step > first.step
+    assert seconds_saved(run) > used                  # the count went on from the first session's
+    later = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][len(records):]
+    assert later and later[0]["step"] == first.step + 1 and later[0]["time"] > used
+    assert set(later[0]) == {"step", "loss", "token_accuracy", "grad_norm", "steps_per_sec", "time"}
+
+
+def test_one_writer_per_run_folder(trained, corpus, tmp_path):
+    """The language model's RunLock: a folder a run holds is refused, naming the holder, and left as it was."""
+    from charlm.run.checkpoint import RunLock
+
+    before = sorted(p.name for p in trained.rglob("*"))
+    lock = RunLock(trained).acquire()
+    try:
+        line = error_line(invoke("mirror", "train", "--checkpoint-dir", trained, "--resume", "--steps", 500))
+        assert "being trained by another process (process" in line
+        line = error_line(invoke("mirror", "train", "--corpus", corpus, "--checkpoint-dir", trained))
+        assert "being trained by another process" in line
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        other = RunLock(fresh).acquire()
+        try:        # an empty folder a run has just locked: refused at the lock, nothing written
+            line = error_line(invoke("mirror", "train", "--corpus", corpus, "--checkpoint-dir", fresh, "--steps", 1))
+            assert "being trained by another process" in line
+            assert [p.name for p in fresh.iterdir()] == ["train.lock"]
+        finally:
+            other.release()
+    finally:
+        lock.release()
+    assert sorted(p.name for p in trained.rglob("*")) == before
+
+
+def test_a_signal_saves_and_stops(corpus, tmp_path):
+    """SIGINT while training (sent here from the first log line): the step ends, the run saves."""
+    import os
+    import signal
+
+    def log(message):
+        if message.startswith("step"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    result = trainer.train(str(corpus), tmp_path / "run", steps=10**6, log=log, **TINY_RUN)
+    # noted during step 1's report, seen after step 2 (as `train` sees it after its block)
+    assert result.stopped == "interrupted" and result.step == steps_saved(tmp_path / "run") == 2
+    assert signal.getsignal(signal.SIGINT) is before

@@ -88,6 +88,7 @@ class MirrorTrainer:
 
     def __init__(self, config: MirrorConfig, text: str, run_dir, resume: bool = False, log=_log):
         self.cfg, self.run_dir, self.log = config, Path(run_dir), log
+        self._resumed = False
         self._setup_data(text, resume)
         self._setup_model()
         self._setup_checkpointing(resume)
@@ -142,7 +143,7 @@ class MirrorTrainer:
             # a run saved before the time it trained was kept: count from zero
             checkpoint = tf.train.Checkpoint(model=self.net, optimizer=self.optimizer)
         restore(checkpoint, path, "--resume: cannot restore", consumed=True)
-        self.log(f"resumed {self.run_dir} at step {self.step}")
+        self._resumed = True                  # said by run(), once it knows the run has time left
 
     @property
     def step(self) -> int:
@@ -183,6 +184,8 @@ class MirrorTrainer:
         budget = self.budget = Budget(total, time_limit, used=float(self.seconds.numpy()), started=started)
         budget.record("validation", 0.0)       # a mirror run does not validate: its end is the save
         budget.refuse_if_spent(self.run_dir)
+        if self._resumed:
+            self.log(f"resumed {self.run_dir} at step {self.step}")
         result = MirrorResult(self.run_dir, self.step, 0.0)
         self.report.open()
         start = time.perf_counter()
