@@ -273,7 +273,8 @@ def mirror():
 @click.option("--checkpoint-dir", type=click.Path(), default=None,
               help="Run folder (default: checkpoints/mirror-lstm-<time>).")
 @click.option("--time-limit", type=click.FloatRange(min=0), default=None,
-              help="Stop after this many seconds, save and report.")
+              help="Seconds the whole run may take (a resumed run counts its earlier sessions); "
+                   "it saves and reports at the end.")
 @click.option("--steps", type=POSITIVE, default=None, help="Total training steps of the run.")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue the run in --checkpoint-dir exactly.")
@@ -294,9 +295,9 @@ def mirror():
 def mirror_train(corpus, checkpoint_dir, resume, **options):
     """Train the encoder-decoder; checkpoints, metrics and TensorBoard logs go to the run folder."""
     _quiet_tensorflow()
-    from charlm.mirror.core import train as run
+    from charlm.mirror.trainer import train as run
 
-    result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, **options)
+    result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, started=STARTED, **options)
     click.echo(json.dumps({"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
                            "seconds": round(result.seconds, 2), "loss": result.loss,
                            "token_accuracy": result.token_accuracy}))
@@ -310,7 +311,7 @@ def mirror_train(corpus, checkpoint_dir, resume, **options):
 def mirror_run(checkpoint, text, oov):
     """Print the mirrored line; without --text, one output line per stdin line, in order."""
     _quiet_tensorflow()
-    from charlm.mirror.core import Mirror
+    from charlm.mirror.use import Mirror
 
     model = Mirror(checkpoint)
     if text is not None:
@@ -354,7 +355,7 @@ def mirror_eval(checkpoint, text_file, lines, seed, as_json, oov):
     """Per-character, per-word and exact-line accuracy on lines of 1-10 words cut from a text."""
     _quiet_tensorflow()
     from charlm.data.corpora import read_text_file
-    from charlm.mirror.core import evaluate
+    from charlm.mirror.use import evaluate
 
     figures = evaluate(checkpoint, read_text_file(text_file), lines=lines, seed=seed, oov=oov)
     if as_json:

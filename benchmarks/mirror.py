@@ -55,7 +55,8 @@ def main():
 
     from charlm.runtime import import_tensorflow_quietly
     import_tensorflow_quietly()
-    from charlm.mirror.core import Mirror, cut_lines, random_letter_lines
+    from charlm.mirror.data import cut_lines, random_letter_lines
+    from charlm.mirror.use import Mirror
 
     model = Mirror(run)
     words = read_corpus(corpus).split()

@@ -30,8 +30,8 @@ _API = {
     "load_corpus": "data.corpora", "read_text_file": "data.corpora", "download": "data.corpora",
     "DATASETS": "data.corpora",
     "CharlmError": "errors",
-    "mirror_text": "mirror.core", "train_mirror": "mirror.core", "evaluate_mirror": "mirror.core",
-    "Mirror": "mirror.core",
+    "mirror_text": "mirror.use", "train_mirror": "mirror.trainer", "evaluate_mirror": "mirror.use",
+    "Mirror": "mirror.use",
 }
 
 __all__ = sorted(_API)

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cli import main
 from conftest import make_text
-from charlm.mirror import core as m
+from charlm.mirror import config, data, model, trainer, use
 from charlm.data.vocab import Vocabulary
 
 SMALL = ["--hidden", "32", "--embedding-size", "16", "--batch-size", "32", "--max-chars", "16",
@@ -46,32 +46,32 @@ def trained(corpus, tmp_path_factory):
 def test_targets_mirror_each_word_and_ignore_padding():
     vocab = Vocabulary(" abcdefghijklmnopqrstuvwxyz")
     lines = ["the quick brown fox", "a", "ab  cd ", "xyz"]
-    src, lengths = m.pad_rows([vocab.encode(line).astype(np.int32) for line in lines])
+    src, lengths = data.pad_rows([vocab.encode(line).astype(np.int32) for line in lines])
     src[1, 1:] = 5                                   # garbage in the padding changes nothing
-    target = m.mirror_targets(src, lengths, space=0)
-    assert [vocab.decode(row[:n]) for row, n in zip(target, lengths)] == [m.mirror_words(s) for s in lines]
+    target = data.mirror_targets(src, lengths, space=0)
+    assert [vocab.decode(row[:n]) for row, n in zip(target, lengths)] == [data.mirror_words(s) for s in lines]
     assert (target[np.arange(src.shape[1]) >= lengths[:, None]] == 0).all()
 
 
 def test_pieces_cut_long_lines_at_spaces():
     line = "alpha beta gamma delta epsilon zeta"
-    parts = m.pieces(line, 12)
+    parts = use.pieces(line, 12)
     assert parts == ["alpha beta", "gamma delta", "epsilon zeta"]
     assert " ".join(parts) == line and all(len(p) <= 12 for p in parts)
-    assert m.pieces("short", 12) == ["short"] and m.pieces("", 5) == [""]
-    assert m.pieces("abcdefghijklmnop qr", 10) == ["abcdefghijklmnop", "qr"]   # a long word stays whole
+    assert use.pieces("short", 12) == ["short"] and use.pieces("", 5) == [""]
+    assert use.pieces("abcdefghijklmnop qr", 10) == ["abcdefghijklmnop", "qr"]   # a long word stays whole
 
 
 def test_training_lines_fit_and_resume_from_the_step_alone():
-    cfg = m.MirrorConfig(batch_size=8, max_chars=20, max_words=4, random_fraction=0.5)
+    cfg = config.MirrorConfig(batch_size=8, max_chars=20, max_words=4, random_fraction=0.5)
     text = make_text(3000)
-    vocab = Vocabulary.from_text(text + m.LETTERS)
-    a, b = m.LineSource(text, vocab, cfg), m.LineSource(text, vocab, cfg)
+    vocab = Vocabulary.from_text(text + data.LETTERS)
+    a, b = data.LineSource(text, vocab, cfg), data.LineSource(text, vocab, cfg)
     for step in (0, 5, 40, 33):
         src, lengths = a.batch(step)
         again = b.batch(step)
         assert np.array_equal(src, again[0]) and np.array_equal(lengths, again[1])
-        assert src.shape[1] % m.WIDTH_STEP == 0 and 1 <= lengths.min() and lengths.max() <= 20
+        assert src.shape[1] % data.WIDTH_STEP == 0 and 1 <= lengths.min() and lengths.max() <= 20
         for row, n in zip(src, lengths):
             line = vocab.decode(row[:n])
             assert 1 <= len(line.split(" ")) <= 4 and "" not in line.split(" ")
@@ -81,12 +81,12 @@ def test_training_lines_fit_and_resume_from_the_step_alone():
 @pytest.fixture(scope="module")
 def net():
     tf.random.set_seed(0)
-    return m.MirrorNet(m.MirrorConfig(hidden=16, embedding_size=8), vocab_size=27, seed=2)
+    return model.MirrorNet(config.MirrorConfig(hidden=16, embedding_size=8), vocab_size=27, seed=2)
 
 
 def _batch(rows, width=None):
-    src, lengths = m.pad_rows([np.array(r, np.int32) for r in rows], width)
-    tgt_in, tgt_out = m.teacher_arrays(src, lengths, 0, 27, 27)
+    src, lengths = data.pad_rows([np.array(r, np.int32) for r in rows], width)
+    tgt_in, tgt_out = trainer.teacher_arrays(src, lengths, 0, 27, 27)
     return src, lengths, tgt_in, tgt_out
 
 
@@ -107,8 +107,8 @@ def test_padding_changes_neither_loss_nor_outputs(net):
     wide[0][1, 3:] = 9                                # garbage where the short row is padded
     wide[2][1, 5:] = 11
     wide[3][1, 5:] = 12
-    loss_a, acc_a = m.masked_loss(net, *narrow)
-    loss_b, acc_b = m.masked_loss(net, *wide)
+    loss_a, acc_a = trainer.masked_loss(net, *narrow)
+    loss_b, acc_b = trainer.masked_loss(net, *wide)
     assert abs(float(loss_a) - float(loss_b)) < 1e-6 and float(acc_a) == float(acc_b)
     la = net.logits(*narrow[:3]).numpy()
     lb = net.logits(*wide[:3]).numpy()
@@ -143,9 +143,9 @@ def test_run_keeps_one_output_line_per_input_line(trained):
     assert out[-1] == "" and len(out) == len(lines) + 1
     assert out[1] == ""
     # a line longer than the model's 16 characters is mirrored piece by piece, joined by spaces
-    model = m.Mirror(trained)
-    parts = m.pieces(lines[3], 16)
-    assert len(parts) == 4 and out[3] == " ".join(model.lines(parts))
+    mirror_model = use.Mirror(trained)
+    parts = use.pieces(lines[3], 16)
+    assert len(parts) == 4 and out[3] == " ".join(mirror_model.lines(parts))
     r = invoke("mirror", "run", "--checkpoint", trained, "--text", "")
     assert r.exit_code == 0 and r.stdout == "\n"
 
@@ -166,7 +166,8 @@ def test_resume_continues_exactly(corpus, tmp_path):
     r = invoke("mirror", "train", "--checkpoint-dir", halves, "--resume", "--steps", 40)
     assert r.exit_code == 0, r.output
     a, b = (tf.train.load_checkpoint(tf.train.latest_checkpoint(str(p / "ckpt"))) for p in (straight, halves))
-    names = [n for n in a.get_variable_to_shape_map() if "OBJECT_GRAPH" not in n]
+    # every tensor but the seconds trained (two sessions take longer than one)
+    names = [n for n in a.get_variable_to_shape_map() if "OBJECT_GRAPH" not in n and not n.startswith("seconds/")]
     assert any("optimizer" in n for n in names) and any("decoder" in n for n in names)
     for n in names:
         np.testing.assert_array_equal(a.get_tensor(n), b.get_tensor(n), err_msg=n)
@@ -190,3 +191,81 @@ def test_bad_input_ends_in_one_error_line(trained, corpus, tmp_path):
     assert "no words" in error_line(invoke("mirror", "eval", "--checkpoint", trained, "--text-file", empty))
     assert "no words" in error_line(invoke("mirror", "train", "--corpus", empty, "--checkpoint-dir",
                                            tmp_path / "y", "--steps", 1))
+
+
+# -- the run machinery it shares with `train`: the budget, the folder lock, signals, reports ------------
+TINY_RUN = dict(hidden=8, embedding_size=4, batch_size=4, max_chars=12, max_words=2, log_every=1,
+                checkpoint_every=0)
+
+
+def seconds_saved(run) -> float:
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "ckpt")))
+    return float(reader.get_tensor("seconds/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def steps_saved(run) -> int:
+    return int(tf.train.latest_checkpoint(str(run / "ckpt")).rsplit("-", 1)[1])
+
+
+def test_time_limit_counts_across_a_resume(corpus, tmp_path):
+    """Like `train`: the seconds trained are kept in the checkpoint, --resume goes on counting them,
+    and a run that used its whole limit refuses to resume with one line."""
+    run, logs = tmp_path / "run", []
+    # the first step compiles (seconds on a shared CPU), so a 2-second limit ends after it
+    first = trainer.train(str(corpus), run, steps=10**6, time_limit=2, log=logs.append, **TINY_RUN)
+    assert first.stopped == "time-limit" and first.step == steps_saved(run) >= 1
+    assert any(m.startswith("time limit of 2 s reached at step") for m in logs), logs
+    used = seconds_saved(run)
+    assert used > 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == first.step and 0 < records[-1]["time"] <= used
+    line = error_line(invoke("mirror", "train", "--checkpoint-dir", run, "--resume"))
+    assert "has trained" in line and "--time-limit of 2 s" in line
+    assert steps_saved(run) == first.step and seconds_saved(run) == used           # nothing was changed
+    again = trainer.train(checkpoint_dir=run, resume=True, time_limit=used + 2, log=logs.append)
+    assert again.stopped == "time-limit" and again.step > first.step
+    assert seconds_saved(run) > used                  # the count went on from the first session's
+    later = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][len(records):]
+    assert later and later[0]["step"] == first.step + 1 and later[0]["time"] > used
+    assert set(later[0]) == {"step", "loss", "token_accuracy", "grad_norm", "steps_per_sec", "time"}
+
+
+def test_one_writer_per_run_folder(trained, corpus, tmp_path):
+    """The language model's RunLock: a folder a run holds is refused, naming the holder, and left as it was."""
+    from charlm.run.checkpoint import RunLock
+
+    before = sorted(p.name for p in trained.rglob("*"))
+    lock = RunLock(trained).acquire()
+    try:
+        line = error_line(invoke("mirror", "train", "--checkpoint-dir", trained, "--resume", "--steps", 500))
+        assert "being trained by another process (process" in line
+        line = error_line(invoke("mirror", "train", "--corpus", corpus, "--checkpoint-dir", trained))
+        assert "being trained by another process" in line
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        other = RunLock(fresh).acquire()
+        try:        # an empty folder a run has just locked: refused at the lock, nothing written
+            line = error_line(invoke("mirror", "train", "--corpus", corpus, "--checkpoint-dir", fresh, "--steps", 1))
+            assert "being trained by another process" in line
+            assert [p.name for p in fresh.iterdir()] == ["train.lock"]
+        finally:
+            other.release()
+    finally:
+        lock.release()
+    assert sorted(p.name for p in trained.rglob("*")) == before
+
+
+def test_a_signal_saves_and_stops(corpus, tmp_path):
+    """SIGINT while training (sent here from the first log line): the step ends, the run saves."""
+    import os
+    import signal
+
+    def log(message):
+        if message.startswith("step"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    result = trainer.train(str(corpus), tmp_path / "run", steps=10**6, log=log, **TINY_RUN)
+    # noted during step 1's report, seen after step 2 (as `train` sees it after its block)
+    assert result.stopped == "interrupted" and result.step == steps_saved(tmp_path / "run") == 2
+    assert signal.getsignal(signal.SIGINT) is before

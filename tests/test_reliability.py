@@ -157,3 +157,53 @@ def test_corpus_readers_round_trip_any_text(tmp_path_factory, text, fmt):
                "zip": lambda: zipfile.ZipFile(path, "w").writestr("m.txt", data)}
     writers[fmt]()
     assert read_text_file(path) == text
+
+
+def test_stop_signals_records_and_restores_the_handlers():
+    """charlm.run.signals: the one helper both trainers use for SIGINT/SIGTERM."""
+    import os
+    import threading
+
+    from charlm.run.signals import StopSignals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with StopSignals() as stop:
+        assert stop.received is None
+        os.kill(os.getpid(), signal.SIGINT)          # no KeyboardInterrupt: it is only noted
+        time.sleep(0.01)
+        assert stop.received == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert stop.received == signal.SIGTERM
+    assert {s: signal.getsignal(s) for s in before} == before
+    outside = []                                      # outside the main thread: signals left alone
+
+    def worker():
+        with StopSignals() as s:
+            outside.append((s.received, signal.getsignal(signal.SIGINT)))
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert outside == [(None, before[signal.SIGINT])]
+
+
+def test_a_new_run_that_wrote_nothing_leaves_nothing(tmp_path):
+    """charlm.run.folder.writing: a new folder is removed, a lock file it added to an empty one too."""
+    from charlm.errors import CharlmError
+    from charlm.run import folder
+
+    new = tmp_path / "new"
+    with pytest.raises(CharlmError, match="no words"):
+        with folder.writing(new, new=True):
+            assert (new / "train.lock").exists()
+            raise CharlmError("no words")
+    assert not new.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with folder.writing(empty, new=True):
+        pass
+    assert empty.is_dir() and list(empty.iterdir()) == []
+    (empty / "notes.txt").write_text("mine")
+    with pytest.raises(CharlmError, match="already holds other files"):
+        folder.check_new_folder(empty)
+    assert (empty / "notes.txt").read_text() == "mine"

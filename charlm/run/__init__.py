@@ -1,3 +1,4 @@
-"""The run folder and what guards it: ``config.json`` and checkpoints (``checkpoint``), the one-writer
-lock (``lock``), memory and disk checks before anything large is built (``resources``), and the run's
+"""The run folder and what guards it: ``config.json``, checkpoints and the one-writer ``RunLock``
+(``checkpoint``), opening a folder for writing (``folder``), SIGINT/SIGTERM while a run trains
+(``signals``), memory and disk checks before anything large is built (``resources``), and the run's
 reports: log lines, ``metrics.jsonl`` and TensorBoard files (``reporting``)."""

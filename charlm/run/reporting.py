@@ -48,25 +48,31 @@ class Reporter:
         sys.stderr.flush()
 
     def record(self, record: dict):
-        """One periodic record: a metrics line, TensorBoard scalars and a log line."""
-        self.step = record["step"]
-        self._write("metrics", self.run_dir / ckpt.METRICS_FILE, lambda: ckpt.append_metrics(self.run_dir, record))
+        """A language model's periodic record: a metrics line, TensorBoard scalars and a log line."""
         scalars = {"train/loss": record["loss"], "train/minibatch_perplexity": record["minibatch_perplexity"],
                    "train/bits_per_char": record["loss"] / math.log(2) / self.chars_per_token,
                    "train/learning_rate": record["learning_rate"], "train/grad_norm": record["grad_norm"],
                    "train/chars_per_sec": record["chars_per_sec"]}
         if "valid_perplexity" in record:
             scalars.update({"valid/perplexity": record["valid_perplexity"], "valid/bits_per_char": record["valid_bpc"]})
+        valid = (f"  valid ppl {record['valid_perplexity']:.2f}" if "valid_perplexity" in record else "")
+        self.report(record, scalars, f"step {record['step']:>6}  loss {record['loss']:.4f}  "
+                                     f"lr {record['learning_rate']:.4g}  "
+                                     f"minibatch ppl {record['minibatch_perplexity']:.2f}{valid}  "
+                                     f"{record['chars_per_sec']:,.0f} chars/s")
+
+    def report(self, record: dict, scalars: dict, line: str):
+        """Any run's periodic record: ``record`` as a metrics line, ``scalars`` ({TensorBoard name:
+        value}) at ``record["step"]``, and the log ``line``."""
+        self.step = record["step"]
+        self._write("metrics", self.run_dir / ckpt.METRICS_FILE, lambda: ckpt.append_metrics(self.run_dir, record))
         # a diverging run's perplexity can pass what a summary holds (float32): show it as inf
         self._summaries(record["step"], lambda: [tf.summary.scalar(
             name, float(value) if abs(value) < 3e38 else math.copysign(math.inf, value))
             for name, value in scalars.items()])
-        valid = (f"  valid ppl {record['valid_perplexity']:.2f}" if "valid_perplexity" in record else "")
         if self.interactive:
             sys.stderr.write("\r\033[K")
-        self.log(f"step {record['step']:>6}  loss {record['loss']:.4f}  lr {record['learning_rate']:.4g}  "
-                 f"minibatch ppl {record['minibatch_perplexity']:.2f}{valid}  "
-                 f"{record['chars_per_sec']:,.0f} chars/s")
+        self.log(line)
 
     def samples(self, step: int, texts: list[str]):
         self.step = step

@@ -30,7 +30,7 @@ MAX_ELEMENTS = 2**31 - 1        # the largest tensor charlm builds
 # numbers kept per layer, time step, batch row and hidden unit: 17 by count (see above); measured
 # peaks here were 1.2-2.5x the estimate with 17, so room is made for the framework's own copies
 ACTIVATIONS_PER_UNIT = 28
-MAX_STEPS_PER_CALL = 100        # = charlm.training.MAX_STEPS_PER_CALL (batches made in one go)
+MAX_STEPS_PER_CALL = 100        # steps of one compiled training call (batches made in one go; charlm.training.trainer)
 
 
 def format_bytes(n: float) -> str:

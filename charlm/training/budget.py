@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import time
 
+from charlm.errors import CharlmError
+
 # --auto-dropout: none while the run reads its training text up to FREE_PASSES times, then
 # DROPOUT_PER_DOUBLING more for each doubling of the passes, up to MAX_DROPOUT (measured in
 # benchmarks/README.md, "Quality per time").
@@ -59,6 +61,12 @@ class Budget:
         if not self.time_limit:
             return float("inf")
         return self.time_limit - self.reserve - self.used()
+
+    def refuse_if_spent(self, run_dir):
+        """A resumed run whose earlier sessions used its whole time limit stops with one line."""
+        if self.time_limit and self.used_before and self.used_before >= self.time_limit - self.reserve:
+            raise CharlmError(f"the run in {run_dir} has trained {self.used_before:.0f} s, its whole "
+                              f"--time-limit of {self.time_limit:g} s; give a larger --time-limit to train on")
 
     def out_of_time(self) -> bool:
         if not self.time_limit:

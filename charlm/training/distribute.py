@@ -8,7 +8,7 @@ or worker 0 when there is none) writes the run folder, the others only train.
 Each replica takes a contiguous slice of the BatchGenerator's rows (its own cursors) and the
 matching rows of the carried LSTM state, so ``--batch-size`` stays the global batch and a run's
 checkpoint is the same as a single-device run's: it resumes on any number of replicas.  The
-training step itself lives in :mod:`charlm.training`.
+training step itself lives in :mod:`charlm.training.trainer`.
 
 A strategy must exist before TensorFlow runs its first op; :func:`setup` is called early.
 """

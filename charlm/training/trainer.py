@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import signal
 import shutil
 import tempfile
 import time
@@ -38,12 +36,13 @@ from charlm.nn.model import CharLM
 from charlm.training.optim import learning_rate, make_optimizer
 from charlm.fast.precision import compute_dtype
 from charlm.run.reporting import Reporter, log_to_stderr
-from charlm.run.resources import check_training
+from charlm.run import folder as run_folder
+from charlm.run.folder import check_new_folder
+from charlm.run.resources import MAX_STEPS_PER_CALL, check_training
+from charlm.run.signals import StopSignals
 from charlm.use.sampling import Sampler
 from charlm.data.splits import split_ids
 from charlm.data.vocab import Tokenizer, Vocabulary
-
-MAX_STEPS_PER_CALL = 100
 
 
 def use_xla(model_cfg: ModelConfig, train_cfg: TrainConfig) -> bool:
@@ -73,11 +72,12 @@ _log = log_to_stderr
 class Trainer(ReplicaSteps):
     """One training run in one run folder (new, or resumed from its checkpoint).
 
-    Its parts, in the order data flows: the corpus's ids split (``charlm.splits``) and cut into
-    batches (``charlm.batches``); the model (``charlm.model``) and its optimizer (``charlm.optim``);
-    one compiled block of steps (here; the data-parallel one in ``charlm.distribute``); the loop
-    that runs blocks inside the budget (``charlm.budget``), validates (``charlm.scoring``), reports
-    (``charlm.reporting``) and saves (``charlm.checkpoint``).
+    Its parts, in the order data flows: the corpus's ids split (``charlm.data.splits``) and cut
+    into batches (``charlm.data.batches``); the model (``charlm.nn.model``) and its optimizer
+    (``charlm.training.optim``); one compiled block of steps (here; the data-parallel one in
+    ``charlm.training.distribute``); the loop that runs blocks inside the budget
+    (``charlm.training.budget``), validates (``charlm.use.scoring``), reports
+    (``charlm.run.reporting``) and saves (``charlm.run.checkpoint``).
     """
 
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, text: str, run_dir,
@@ -85,13 +85,24 @@ class Trainer(ReplicaSteps):
         self.model_cfg, self.cfg = model_cfg, train_cfg
         self.run_dir = Path(run_dir)
         self.log = log
-        # tf.distribute: None trains on one device; see charlm.distribute
+        self._setup_distribution(distribution)
+        self._setup_data(text, resume)
+        self._setup_model()
+        self._setup_checkpointing(resume, extra_info)
+        self._setup_outputs()
+
+    def _setup_distribution(self, distribution):
+        """tf.distribute: None trains on one device; see charlm.training.distribute."""
         self.distribution = distribution
         self.strategy = distribution.strategy if distribution else None
         self.is_chief = distribution.is_chief if distribution else True
-        if distribution and train_cfg.batch_size % distribution.replicas:
-            raise CharlmError(f"--batch-size {train_cfg.batch_size} is the global batch and must divide "
+        if distribution and self.cfg.batch_size % distribution.replicas:
+            raise CharlmError(f"--batch-size {self.cfg.batch_size} is the global batch and must divide "
                               f"evenly among {distribution.replicas} replicas")
+
+    def _setup_data(self, text: str, resume: bool):
+        """The corpus's ids (in the run's own vocabulary when resumed), split, and cut into batches."""
+        model_cfg, train_cfg, distribution = self.model_cfg, self.cfg, self.distribution
         if resume:
             info = ckpt.read_run_config(self.run_dir)
             vocab = info["vocabulary"]
@@ -116,6 +127,9 @@ class Trainer(ReplicaSteps):
         self.chars_per_token = train_ids.size / max(train_tokens.size, 1) if self.tokenizer.sparse \
             else self.tokenizer.chars_per_token
 
+    def _setup_model(self):
+        """The model, its optimizer and the carried LSTM state, in the precision chosen."""
+        model_cfg, train_cfg = self.model_cfg, self.cfg
         tf.random.set_seed(train_cfg.seed)
         self.xla = xla = use_xla(model_cfg, train_cfg)
         self.compute_dtype, self._precision_why = compute_dtype(train_cfg.precision, model_cfg.hidden, xla)
@@ -131,6 +145,11 @@ class Trainer(ReplicaSteps):
             self.carried = [(tf.Variable(tf.zeros([b, h]), trainable=False, name=f"h{i}"),
                              tf.Variable(tf.zeros([b, h]), trainable=False, name=f"c{i}"))
                             for i in range(model_cfg.layers)]
+
+    def _setup_checkpointing(self, resume: bool, extra_info: dict | None):
+        """What a checkpoint keeps beyond the model (cursors, dropout generator, seconds trained);
+        restored from the newest checkpoint when resumed, else the new run's ``config.json`` written."""
+        train_cfg = self.cfg
         self.cursors = tf.Variable(self.generator.cursors, dtype=tf.int64, trainable=False, name="cursors")
         self.rng = tf.random.Generator.from_seed(train_cfg.seed)
         # seconds the run has trained, for a time limit that counts resumed sessions too
@@ -147,16 +166,24 @@ class Trainer(ReplicaSteps):
             self._restore()
         elif self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.write_run_config(self.run_dir, model_cfg, train_cfg, vocab, extra_info, self.tokenizer)
+            ckpt.write_run_config(self.run_dir, self.model_cfg, train_cfg, self.vocab, extra_info, self.tokenizer)
+
+    def _setup_outputs(self):
+        """Validation, samples, the compiled block of steps, signals and the reports."""
         # validation in streams of ~1000 tokens: a small, fixed share of the run's time
         self.scorer = Scorer(self.model, self.tokenizer, chunk_tokens=4096,
-                             streams=max(1, min(64, self.tokenizer.tokens(valid_ids).size // 1000)))
+                             streams=max(1, min(64, self.tokenizer.tokens(self.valid_ids).size // 1000)))
         self.sampler = Sampler(self.model, self.tokenizer)
         self._train_fn = self._compile()
         if self.strategy is not None:
             self._agree_fn = tf.function(self._any_replica)
-        self._stop_signal = None
-        self.report = Reporter(self.run_dir, log, self.is_chief, self.chars_per_token)
+        self._signals = StopSignals()          # entered by run(): SIGINT/SIGTERM end it after a save
+        self.report = Reporter(self.run_dir, self.log, self.is_chief, self.chars_per_token)
+
+    @property
+    def _stop_signal(self):
+        """The SIGINT or SIGTERM that arrived while the run trained (None: none did)."""
+        return self._signals.received
 
     def _compile(self):
         """The compiled block of steps (traced anew by each function this returns)."""
@@ -279,17 +306,6 @@ class Trainer(ReplicaSteps):
                                            seed=int(rng.integers(2**31)))
         return texts
 
-    def _install_signals(self):
-        def handler(signum, frame):
-            self._stop_signal = signum
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, handler)
-            except ValueError:          # not the main thread: leave signals alone
-                pass
-        return previous
-
     def run(self, steps: int | None = None, time_limit: float | None = None,
             started: float | None = None) -> TrainResult:
         """Train to ``steps`` or until the run has used ``time_limit`` seconds (earlier sessions
@@ -298,53 +314,54 @@ class Trainer(ReplicaSteps):
         total = cfg.steps if steps is None else steps
         time_limit = cfg.time_limit if time_limit is None else time_limit
         budget = self.budget = Budget(total, time_limit, used=float(self.seconds.numpy()), started=started)
-        if time_limit and budget.used_before and budget.used_before >= time_limit - budget.reserve:
-            raise CharlmError(f"the run in {self.run_dir} has trained {budget.used_before:.0f} s, its whole "
-                              f"--time-limit of {time_limit:g} s; give a larger --time-limit to train on")
+        budget.refuse_if_spent(self.run_dir)
         result = TrainResult(self.run_dir, self.step, 0.0)
-        window = _Window(cfg.batch_size * cfg.unrollings * self.chars_per_token)
         self.report.open()
-        previous = self._install_signals()
         start = time.perf_counter()
         where = f" ({self.distribution.describe()})" if self.distribution else ""
         self.log(f"training {self.model.num_parameters():,} parameters on "
                  f"{self.generator.tokens.size:,} tokens, steps {self.step}..{total}, matmuls in "
                  f"{self.compute_dtype.name} ({self._precision_why}), run {self.run_dir}{where}")
         try:
-            while self.step < total:
-                losses, norms, lrs = self._block(self._block_length(total, budget), budget)
-                if cfg.auto_dropout:
-                    self._choose_dropout(budget)
-                window.add(losses)
-                step = self.step
-                result.last_loss = float(losses[-1])
-                self.report.progress(step, total, result.last_loss, window.chars_per_sec())
-                stop = self._why_stop(step, total, budget)
-                ending = step >= total or stop is not None
-                if self.is_chief and cfg.log_every and (step % cfg.log_every == 0 or ending):
-                    record = self._record(step, window, losses, norms, lrs, budget)
-                    result.valid_perplexity = record.get("valid_perplexity", result.valid_perplexity)
-                    result.history.append(record)
-                    window = _Window(window.chars_per_step)
-                if self.is_chief and cfg.sample_every and step % cfg.sample_every == 0:
-                    self.report.samples(step, self._samples())
-                if ending or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                    began = time.perf_counter()
-                    self.save()
-                    budget.record("save", time.perf_counter() - began)
-                if stop is not None:
-                    result.stopped, message = stop
-                    self.log(message)
-                    break
+            with self._signals:             # SIGINT/SIGTERM: the loop saves and stops
+                self._loop(total, budget, result)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.report.close()
             if self._scratch:
                 shutil.rmtree(self._scratch, ignore_errors=True)
         result.step = self.step
         result.seconds = time.perf_counter() - start
         return result
+
+    def _loop(self, total: int, budget: Budget, result: TrainResult):
+        """Blocks of steps until ``total``, the budget's end or a signal; reports and saves."""
+        cfg = self.cfg
+        window = _Window(cfg.batch_size * cfg.unrollings * self.chars_per_token)
+        while self.step < total:
+            losses, norms, lrs = self._block(self._block_length(total, budget), budget)
+            if cfg.auto_dropout:
+                self._choose_dropout(budget)
+            window.add(losses)
+            step = self.step
+            result.last_loss = float(losses[-1])
+            self.report.progress(step, total, result.last_loss, window.chars_per_sec())
+            stop = self._why_stop(step, total, budget)
+            ending = step >= total or stop is not None
+            if self.is_chief and cfg.log_every and (step % cfg.log_every == 0 or ending):
+                record = self._record(step, window, losses, norms, lrs, budget)
+                result.valid_perplexity = record.get("valid_perplexity", result.valid_perplexity)
+                result.history.append(record)
+                window = _Window(window.chars_per_step)
+            if self.is_chief and cfg.sample_every and step % cfg.sample_every == 0:
+                self.report.samples(step, self._samples())
+            if ending or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                began = time.perf_counter()
+                self.save()
+                budget.record("save", time.perf_counter() - began)
+            if stop is not None:
+                result.stopped, message = stop
+                self.log(message)
+                break
 
     def _block_length(self, total: int, budget: Budget) -> int:
         """Steps of the next block: up to the next logging, sampling or checkpoint boundary, and
@@ -438,41 +455,13 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
 
     ``text`` trains on a string directly; otherwise ``corpus`` is a file path or dataset name.
     ``distribute`` is ``"mirrored"`` (``replicas`` devices) or ``"multi-worker"`` (``TF_CONFIG``);
-    see :mod:`charlm.distribute`.
+    see :mod:`charlm.training.distribute`.
     """
     from charlm.training.distribute import setup as setup_distribution
     from charlm.runtime import auto_threads, set_threads
 
     started = time.perf_counter() if started is None else started
-    # a resumed run may change these; the rest must match the run's own setup
-    steps, time_limit = overrides.pop("steps", None), overrides.pop("time_limit", None)
-    precision = overrides.pop("precision", None)
-    if resume:
-        if checkpoint_dir is None:
-            raise CharlmError("--resume needs --checkpoint-dir")
-        info = ckpt.read_run_config(checkpoint_dir)
-        model_cfg, train_cfg = info["model_config"], info["train_config"]
-        asked_model, asked_train = build_configs(preset, **overrides) if overrides else (None, None)
-        if overrides:
-            given = set(k for k, v in overrides.items() if v is not None)
-            diffs = _compare_configs(dataclasses.asdict(model_cfg), dataclasses.asdict(asked_model),
-                                     given & set(dataclasses.asdict(model_cfg)))
-            diffs += _compare_configs(dataclasses.asdict(train_cfg), dataclasses.asdict(asked_train),
-                                      given & {"batch_size", "unrollings", "optimizer", "seed",
-                                               "valid_size", "valid_split", "corpus"})
-            if diffs:
-                raise CharlmError(f"--resume: the run in {checkpoint_dir} was trained with a different "
-                                  f"setup ({'; '.join(diffs)}); drop those flags or train a new run")
-        if steps is not None:
-            train_cfg.steps = steps
-        if time_limit is not None:
-            train_cfg.time_limit = time_limit
-        if precision is not None:
-            train_cfg.precision = precision
-        train_cfg.validate()
-    else:
-        model_cfg, train_cfg = build_configs(preset, steps=steps, time_limit=time_limit,
-                                             precision=precision, corpus=corpus, **overrides)
+    model_cfg, train_cfg = _configs(preset, corpus, resume, checkpoint_dir, overrides)
     # threads and devices are fixed before TensorFlow runs its first op
     set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
     distribution = setup_distribution(distribute, replicas)
@@ -485,9 +474,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
             raise CharlmError("--distribute multi-worker needs --checkpoint-dir (the same folder for "
                               "every worker; the chief writes it)")
         run_dir = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_run_dir(preset, model_cfg.kind)
-        if chief and run_dir.exists() and not run_dir.is_dir():
-            raise CharlmError(f"--checkpoint-dir {run_dir} is a file, not a directory")
-        refuse_a_used_folder(run_dir, chief)
+        check_new_folder(run_dir, chief)
         if text is None:
             corpus_text = _load_corpus(train_cfg.corpus)
             if Path(train_cfg.corpus).is_file():     # remember where it was, for --resume and eval --split
@@ -498,38 +485,47 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     if distribution:
         info.update(distribute=distribution.mode, replicas=distribution.replicas)
     # one writer per run folder: the chief holds its lock from here to the end of the run
-    created = chief and not run_dir.exists()
-    lock = None
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = ckpt.RunLock(run_dir).acquire()
-    try:
-        if not resume:
-            refuse_a_used_folder(run_dir, chief, probe=False)   # again, now that no other train can start
-        trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
-                          extra_info=info, distribution=distribution)
-        return trainer.run(started=started)
-    except tf.errors.OpError as e:
-        if distribution is None:
-            raise
-        raise CharlmError(f"--distribute {distribution.mode}: training stopped in a collective step "
-                          f"({type(e).__name__}): a worker died or cannot be reached; the last "
-                          f"checkpoint is kept, start every worker again with --resume")
-    finally:
-        if lock:
-            lock.release()
-        # a new run that wrote nothing leaves nothing
-        if created and {p.name for p in run_dir.iterdir()} <= {ckpt.LOCK_FILE}:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        elif lock and not lock.existed and [p.name for p in run_dir.iterdir()] == [ckpt.LOCK_FILE]:
-            lock.path.unlink(missing_ok=True)
+    with run_folder.writing(run_dir, new=not resume, chief=chief):
+        try:
+            trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
+                              extra_info=info, distribution=distribution)
+            return trainer.run(started=started)
+        except tf.errors.OpError as e:
+            if distribution is None:
+                raise
+            raise CharlmError(f"--distribute {distribution.mode}: training stopped in a collective step "
+                              f"({type(e).__name__}): a worker died or cannot be reached; the last "
+                              f"checkpoint is kept, start every worker again with --resume")
 
 
-def refuse_a_used_folder(run_dir: Path, chief: bool, probe: bool = True):
-    """A new run starts only in a missing or empty folder (a lock file left by a run is no content)."""
-    if chief and run_dir.is_dir() and any(p.name != ckpt.LOCK_FILE for p in run_dir.iterdir()):
-        if probe:
-            ckpt.RunLock(run_dir).refuse_if_held()     # a run training in it: name that process
-        what = "a charlm run" if (run_dir / ckpt.CONFIG_FILE).exists() else "other files"
-        raise CharlmError(f"{run_dir} already holds {what}; pass --resume to continue it, "
-                          f"or choose another --checkpoint-dir (nothing was changed)")
+def _configs(preset: str, corpus, resume: bool, checkpoint_dir, overrides: dict):
+    """The run's ``(ModelConfig, TrainConfig)``: a new run's from the preset and flags; a resumed
+    run's from its ``config.json``, where only the steps, the time limit and the precision may change."""
+    steps, time_limit = overrides.pop("steps", None), overrides.pop("time_limit", None)
+    precision = overrides.pop("precision", None)
+    if not resume:
+        return build_configs(preset, steps=steps, time_limit=time_limit, precision=precision,
+                             corpus=corpus, **overrides)
+    if checkpoint_dir is None:
+        raise CharlmError("--resume needs --checkpoint-dir")
+    info = ckpt.read_run_config(checkpoint_dir)
+    model_cfg, train_cfg = info["model_config"], info["train_config"]
+    if overrides:
+        asked_model, asked_train = build_configs(preset, **overrides)
+        given = set(k for k, v in overrides.items() if v is not None)
+        diffs = _compare_configs(dataclasses.asdict(model_cfg), dataclasses.asdict(asked_model),
+                                 given & set(dataclasses.asdict(model_cfg)))
+        diffs += _compare_configs(dataclasses.asdict(train_cfg), dataclasses.asdict(asked_train),
+                                  given & {"batch_size", "unrollings", "optimizer", "seed",
+                                           "valid_size", "valid_split", "corpus"})
+        if diffs:
+            raise CharlmError(f"--resume: the run in {checkpoint_dir} was trained with a different "
+                              f"setup ({'; '.join(diffs)}); drop those flags or train a new run")
+    if steps is not None:
+        train_cfg.steps = steps
+    if time_limit is not None:
+        train_cfg.time_limit = time_limit
+    if precision is not None:
+        train_cfg.precision = precision
+    train_cfg.validate()
+    return model_cfg, train_cfg
