@@ -173,7 +173,7 @@ def test_real_dataset_table():
 
 def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    checkout = Path(corpora.__file__).resolve().parent.parent
+    checkout = Path(corpora.__file__).resolve().parents[2]
     assert (checkout / "pyproject.toml").is_file()
     assert default_data_dir() == checkout / "datasets"
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "cache"))
@@ -186,7 +186,7 @@ def test_installed_charlm_keeps_datasets_in_its_cache(tmp_path):
     """Installed by pip (no pyproject.toml beside the package), datasets go to the user's cache,
     never into site-packages."""
     site = tmp_path / "site-packages"
-    shutil.copytree(Path(corpora.__file__).parent, site / "charlm",
+    shutil.copytree(Path(corpora.__file__).parents[1], site / "charlm",
                     ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}
     env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(site))

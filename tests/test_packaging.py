@@ -79,4 +79,4 @@ def test_every_file_the_package_needs_is_packaged():
             assert any(fnmatch(path.name, g) for g in package_data.get(package, [])), \
                 f"{path.relative_to(ROOT)} is not package data"
     from charlm.fast import kernels
-    assert kernels.SOURCE.is_file() and kernels.SOURCE.parent == ROOT / "charlm" / "kernels"
+    assert kernels.SOURCE.is_file() and kernels.SOURCE.parent == ROOT / "charlm" / "fast" / "kernels"

@@ -92,7 +92,7 @@ def default_data_dir() -> Path:
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]        # charlm/data/corpora.py
     if (checkout / "pyproject.toml").is_file():
         return checkout / "datasets"
     return Path(cache_home()) / "datasets"
