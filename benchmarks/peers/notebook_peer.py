@@ -122,17 +122,18 @@ class IdBatches:
 
     def next(self):
         """num_unrollings + 1 id vectors [batch]: the previous call's last, then num_unrollings new."""
-        block = self._ids[(self._cursor[:, None] + self._window) % self._ids.size]
+        block = self._ids[(self._window[:, None] + self._cursor) % self._ids.size]   # [unrollings + 1, batch]
         self._cursor = (self._cursor + self._num_unrollings) % self._ids.size
-        return list(block.T)
+        return list(block)
 
 
 def text_ids(text):
     """char2id over a whole text at once: 'a'..'z' are 1..26, anything else 0 (as char2id reads it)."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64) - (FIRST_LETTER - 1)
     letters = (codes >= 1) & (codes <= 26)
-    for char in {c for c in text if not ("a" <= c <= "z")}:
-        char2id(char)                                   # the notebook's notice for unexpected ones
+    others = codes[~letters]
+    for code in np.unique(others[others != ord(" ") - (FIRST_LETTER - 1)]):
+        char2id(chr(code + FIRST_LETTER - 1))           # the notebook's notice for unexpected ones
     return np.where(letters, codes, 0)
 
 
