@@ -60,14 +60,14 @@ def bench_train(corpus, steps=3000):
     with tempfile.TemporaryDirectory() as d:
         ours, info = run([PY, "cli.py", "train", "--corpus", corpus, "--preset", "ud730", "--steps", steps,
                           "--seed", 1, "--checkpoint-dir", Path(d) / "run"])
-    peer, _ = run([PY, str(HERE / "notebook_peer.py"), "train", "--corpus", corpus, "--steps", steps,
+    peer, _ = run([PY, str(HERE / "peers" / "notebook_peer.py"), "train", "--corpus", corpus, "--steps", steps,
                    "--valid-every", 100, "--sample-every", 1000])
     line(f"train ud730 {steps} steps (whole process, validating every 100)", ours, peer)
     with tempfile.TemporaryDirectory() as d:
         ours, info = run([PY, "cli.py", "train", "--corpus", corpus, "--preset", "ud730", "--steps", steps,
                           "--seed", 1, "--checkpoint-dir", Path(d) / "run", "--valid-size", 0,
                           "--sample-every", 0])
-    peer, _ = run([PY, str(HERE / "notebook_peer.py"), "train", "--corpus", corpus, "--steps", steps,
+    peer, _ = run([PY, str(HERE / "peers" / "notebook_peer.py"), "train", "--corpus", corpus, "--steps", steps,
                    "--valid-every", 0, "--sample-every", 0, "--no-final-valid"])
     line(f"train ud730 {steps} steps (whole process, no validation)", ours, peer)
 
@@ -82,7 +82,7 @@ def bench_large(corpus, steps=60, repeat=1):
             ours, _ = run([PY, "cli.py", "train", "--corpus", corpus, *flags, "--valid-size", 0,
                            "--sample-every", 0, "--checkpoint-dir", Path(d) / "run", "--log-every", steps])
         ours_cpu = CPU_SECONDS["last"]
-        peer, _ = run([PY, str(HERE / "keras_peer.py"), "--corpus", corpus, *flags, "--clip", 1.25])
+        peer, _ = run([PY, str(HERE / "peers" / "keras_peer.py"), "--corpus", corpus, *flags, "--clip", 1.25])
         ratios.append(line(f"train 512x50 Adam {steps} steps (whole process)", ours, peer))
         line("  the same, CPU time (user + system)", ours_cpu, CPU_SECONDS["last"])
     if repeat > 1:
@@ -91,7 +91,7 @@ def bench_large(corpus, steps=60, repeat=1):
 
 def bench_rates(corpus):
     _, ours = run([PY, str(HERE / "charlm_rates.py"), "--corpus", corpus])
-    _, peer = run([PY, str(HERE / "notebook_peer.py"), "eval", "--corpus", corpus, "--chars", 20000])
+    _, peer = run([PY, str(HERE / "peers" / "notebook_peer.py"), "eval", "--corpus", corpus, "--chars", 20000])
     line("sampling 200,000 chars, 1 sequence (chars/s)", ours["sample_chars_per_sec"], peer["chars_per_sec"],
          "chars/s", True)
     line("sampling 8 sequences at once (chars/s per sequence)", ours["sample8_chars_per_sec"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""charlm against the strongest peers in ../shared/peers, side by side in one run; prints ratios.
+"""charlm against the strongest peers in benchmarks/peers/, side by side in one run; prints ratios.
 
     python benchmarks/peers.py train-large   # 512 x 50, Adam, 300 steps: vs PyTorch nn.LSTM (oneDNN)
     python benchmarks/peers.py precision     # the same run, --precision auto vs float32: time and loss
@@ -11,7 +11,7 @@
 Training and evaluation are timed as whole processes (start-up included), sampling rates exclude
 start-up.  Pairs run back to back (charlm, then the peer) so both see the same machine; --repeat N
 runs N pairs and prints their median.  PyTorch comes from its own virtual environment:
---torch-python, $CHARLM_TORCH_PYTHON, or /tmp/torchvenv/bin/python (../shared/peers/README.md
+--torch-python, $CHARLM_TORCH_PYTHON, or /tmp/torchvenv/bin/python (benchmarks/peers/README.md
 says how to make one).  The corpus: --corpus, $CHARLM_BENCH_CORPUS or the shared text8 file.
 """
 import argparse
@@ -31,10 +31,12 @@ from common import ROOT, find_corpus, read_corpus  # noqa: E402
 from compare import CPU_SECONDS, line, run  # noqa: E402
 
 PY = sys.executable
-PEERS = ROOT.parent / "shared" / "peers"
+PEERS = HERE / "peers"                # every peer this script runs lives here, in the repository
 LARGE = ["--hidden", 512, "--embedding-size", 64, "--batch-size", 64, "--unrollings", 50,
          "--optimizer", "adam", "--learning-rate", 0.002, "--clip", 1.0, "--steps", 300]
 EVAL_CHARS = 2_549_840
+# the notebook's graph in its strongest form: fed ids, TF2's (resource) variables
+UD730_STRONGEST = ["--feed", "ids", "--resource-variables"]
 
 
 def cpu_model() -> str:
@@ -51,7 +53,7 @@ def cpu_model() -> str:
 def peer(name: str) -> Path:
     path = PEERS / name
     if not path.is_file():
-        sys.exit(f"peer script missing: {path} (the peers live in ../shared/peers beside the project)")
+        sys.exit(f"peer script missing: {path} (the peers live in benchmarks/peers/)")
     return path
 
 
@@ -129,7 +131,8 @@ def bench_ud730(corpus, repeat):
     def one_pair():
         with tempfile.TemporaryDirectory() as d:
             ours, _ = charlm_train(corpus, ["--preset", "ud730", "--log-every", 7001, "--checkpoint-every", 0], d)
-        theirs, _ = peer_output([PY, peer("ud730_graph_ids.py"), corpus, 7001])
+        theirs, _ = peer_output([PY, peer("notebook_peer.py"), "train", "--corpus", corpus, "--steps", 7001,
+                                 *UD730_STRONGEST, "--valid-every", 0, "--sample-every", 0])
         return line("train ud730 7001 steps, whole process: charlm vs the notebook graph fed ids", ours, theirs)
     pairs(repeat, one_pair)
 
@@ -165,9 +168,9 @@ def bench_sample(corpus, torch_py):
     line("sample one sequence, 512 units (chars/s): charlm vs torch nn.LSTM loop", ours,
          number(r": (\d+) chars/s", out), "chars/s", True)
     ours = charlm_sample_rate(64, 0, 27, 200_000, 1)
-    _, out = peer_output([PY, peer("ud730_graph_ids.py"), corpus, 1, corpus, 20000])
+    _, out = peer_output([PY, peer("notebook_peer.py"), "sample", "--chars", 20000, "--feed", "ids"])
     line("sample one sequence, ud730 size (chars/s): charlm vs the notebook loop fed ids", ours,
-         number(r"eval chars/s (\d+)", out), "chars/s", True)
+         json.loads(out.splitlines()[-1])["chars_per_sec"], "chars/s", True)
 
 
 def bench_eval_long(corpus):

@@ -12,8 +12,8 @@ spaced len(text)//batch_size apart, each batch unrollings+1 ids per row, its fir
 previous batch's last.  The first 1000 characters are held out as the notebook does.
 Each step: GradientTape, mean sparse softmax cross-entropy, clip_by_global_norm, SGD or Adam.
 
-    python benchmarks/keras_peer.py --hidden 64 --steps 200                 # the ud730 shape
-    python benchmarks/keras_peer.py --hidden 512 --embedding-size 64 --unrollings 50 \\
+    python benchmarks/peers/keras_peer.py --hidden 64 --steps 200                 # the ud730 shape
+    python benchmarks/peers/keras_peer.py --hidden 512 --embedding-size 64 --unrollings 50 \\
         --optimizer adam --learning-rate 0.002 --steps 20
 
 Prints progress on stderr and one JSON line on stdout.  train_seconds, steps_per_sec and
@@ -27,7 +27,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
 from common import emit, find_corpus, log, peak_rss_mb, quiet_stderr, read_corpus  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

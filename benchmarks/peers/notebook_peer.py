@@ -21,11 +21,20 @@ What the notebook does, and so what this does:
     window's last output and state instead of its first.  ``--resource-variables`` gives exact
     gradients (they then match finite differences and charlm's to float precision).
 
+``--feed ids`` is the same graph in its strongest form, the one the benchmarks race: the
+placeholders take token ids, which the graph one-hot encodes (``tf.one_hot``), a numpy gather
+cuts each batch from the text's ids at once, and a training step fetches only the update and the
+loss (the predictions only on the every-100-steps summary).  The arithmetic is unchanged: from the
+same start the ids feed ends on the notebook feed's loss.  With ``--resource-variables`` (TF2's
+variables) it is the graph a TensorFlow 2 user gets when they port the notebook.
+
 Subcommands (each prints progress on stderr and ONE JSON line on stdout):
-    python benchmarks/notebook_peer.py train --steps 7001          # the notebook's full run
-    python benchmarks/notebook_peer.py train --steps 300 --valid-every 100
-    python benchmarks/notebook_peer.py sample --chars 20000        # the notebook's sampling loop
-    python benchmarks/notebook_peer.py eval --chars 20000          # per-character scoring loop
+    python benchmarks/peers/notebook_peer.py train --steps 7001          # the notebook's full run
+    python benchmarks/peers/notebook_peer.py train --steps 300 --valid-every 100
+    python benchmarks/peers/notebook_peer.py sample --chars 20000        # the notebook's sampling loop
+    python benchmarks/peers/notebook_peer.py eval --chars 20000          # per-character scoring loop
+    python benchmarks/peers/notebook_peer.py train --feed ids --resource-variables --steps 7001 \
+        --valid-every 0 --sample-every 0                         # the strongest form (peers.py ud730)
 """
 import time
 
@@ -37,8 +46,8 @@ import random  # noqa: E402
 import string  # noqa: E402
 import sys  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, find_corpus, log, peak_rss_mb, quiet_stderr, read_corpus  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
+from common import ROOT, emit, find_corpus, log, peak_rss_mb, quiet_stderr, read_corpus  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
@@ -102,6 +111,36 @@ class BatchGenerator:
         return batches
 
 
+class IdBatches:
+    """BatchGenerator's batches as ids, cut from the text's ids by one numpy gather per call."""
+
+    def __init__(self, ids, batch_size, num_unrollings):
+        self._ids = ids
+        self._num_unrollings = num_unrollings
+        self._cursor = np.arange(batch_size, dtype=np.int64) * (ids.size // batch_size)
+        self._window = np.arange(num_unrollings + 1, dtype=np.int64)
+
+    def next(self):
+        """num_unrollings + 1 id vectors [batch]: the previous call's last, then num_unrollings new."""
+        block = self._ids[(self._window[:, None] + self._cursor) % self._ids.size]   # [unrollings + 1, batch]
+        self._cursor = (self._cursor + self._num_unrollings) % self._ids.size
+        return list(block)
+
+
+def text_ids(text):
+    """char2id over a whole text at once: 'a'..'z' are 1..26, anything else 0 (as char2id reads it)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64) - (FIRST_LETTER - 1)
+    letters = (codes >= 1) & (codes <= 26)
+    others = codes[~letters]
+    for code in np.unique(others[others != ord(" ") - (FIRST_LETTER - 1)]):
+        char2id(chr(code + FIRST_LETTER - 1))           # the notebook's notice for unexpected ones
+    return np.where(letters, codes, 0)
+
+
+def one_hot_rows(ids):
+    return np.eye(VOCABULARY_SIZE, dtype=np.float32)[np.asarray(ids)]
+
+
 def characters(probabilities):
     return [id2char(c) for c in np.argmax(probabilities, 1)]
 
@@ -140,7 +179,8 @@ class NotebookGraph:
     """Training graph (batch 64, 10 unrollings) and batch-1 sampling graph sharing the weights."""
 
     def __init__(self, seed=None, batch_size=BATCH_SIZE, num_unrollings=NUM_UNROLLINGS, nodes=NUM_NODES,
-                 initial=None):
+                 initial=None, feed="onehot"):
+        self.feed = feed
         self.graph = tf.Graph()
         with self.graph.as_default():
             if seed is not None:
@@ -177,18 +217,25 @@ class NotebookGraph:
             output_gate = tf.sigmoid(tf.matmul(x, ox) + tf.matmul(prev_output, om) + ob)
             return output_gate * tf.tanh(new_state), new_state
 
+        def placeholder(rows):
+            """A one-hot [rows, V] input: fed as it is, or fed ids that the graph one-hot encodes."""
+            if self.feed == "ids":
+                ids = tf.placeholder(tf.int64, shape=[rows])
+                return ids, tf.one_hot(ids, V)
+            rows_in = tf.placeholder(tf.float32, shape=[rows, V])
+            return rows_in, rows_in
+
         # Training: num_unrollings + 1 placeholders, inputs are the first n, labels the last n.
-        self.train_data = [tf.placeholder(tf.float32, shape=[batch_size, V])
-                           for _ in range(num_unrollings + 1)]
+        self.train_data, one_hot = zip(*[placeholder(batch_size) for _ in range(num_unrollings + 1)])
         outputs = []
         output, state = saved_output, saved_state
-        for x in self.train_data[:-1]:
+        for x in one_hot[:-1]:
             output, state = lstm_cell(x, output, state)
             outputs.append(output)
         with tf.control_dependencies([saved_output.assign(output), saved_state.assign(state)]):
             logits = tf.nn.xw_plus_b(tf.concat(outputs, 0), w, b)
             self.loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits_v2(
-                labels=tf.concat(self.train_data[1:], 0), logits=logits))
+                labels=tf.concat(one_hot[1:], 0), logits=logits))
 
         global_step = tf.Variable(0, trainable=False)
         self.learning_rate = tf.train.exponential_decay(10.0, global_step, 5000, 0.1, staircase=True)
@@ -199,12 +246,12 @@ class NotebookGraph:
         self.train_prediction = tf.nn.softmax(logits)
 
         # Sampling / validation: batch 1, one step per session.run, state kept in variables.
-        self.sample_input = tf.placeholder(tf.float32, shape=[1, V])
+        self.sample_input, sample_one_hot = placeholder(1)
         saved_sample_output = tf.Variable(tf.zeros([1, nodes]))
         saved_sample_state = tf.Variable(tf.zeros([1, nodes]))
         self.reset_sample_state = tf.group(saved_sample_output.assign(tf.zeros([1, nodes])),
                                            saved_sample_state.assign(tf.zeros([1, nodes])))
-        sample_output, sample_state = lstm_cell(self.sample_input, saved_sample_output, saved_sample_state)
+        sample_output, sample_state = lstm_cell(sample_one_hot, saved_sample_output, saved_sample_state)
         with tf.control_dependencies([saved_sample_output.assign(sample_output),
                                       saved_sample_state.assign(sample_state)]):
             self.sample_prediction = tf.nn.softmax(tf.nn.xw_plus_b(sample_output, w, b))
@@ -228,6 +275,23 @@ class NotebookGraph:
             [self.optimize, self.loss, self.train_prediction, self.learning_rate], feed_dict=feed_dict)
         return l, predictions, lr
 
+    def train_step_ids(self, sess, batches, summary):
+        """The ids feed's step: the update and the loss; predictions and rate only if ``summary``."""
+        if summary:
+            return self.train_step(sess, batches)
+        _, l = sess.run([self.optimize, self.loss], feed_dict=dict(zip(self.train_data, batches)))
+        return l, None, None
+
+    def batches(self, text, batch_size, num_unrollings):
+        if self.feed == "ids":
+            return IdBatches(text_ids(text), batch_size, num_unrollings)
+        return BatchGenerator(text, batch_size, num_unrollings)
+
+    def labels(self, batches):
+        """The one-hot label rows of a training batch (for the minibatch perplexity)."""
+        rows = np.concatenate(batches[1:])
+        return one_hot_rows(rows) if self.feed == "ids" else rows
+
     def score(self, sess, generator, n):
         """Sum of -log p over n (input, label) pairs from a batch-1, 1-unrolling generator."""
         sess.run(self.reset_sample_state)
@@ -235,15 +299,20 @@ class NotebookGraph:
         for _ in range(n):
             b = generator.next()
             predictions = sess.run(self.sample_prediction, {self.sample_input: b[0]})
-            total += float(logprob(predictions, b[1]))
+            if self.feed == "ids":
+                total += -float(np.log(max(predictions[0, b[1][0]], 1e-10)))
+            else:
+                total += float(logprob(predictions, b[1]))
         return total
 
     def valid_perplexity(self, sess, valid_text):
-        return float(np.exp(self.score(sess, BatchGenerator(valid_text, 1, 1), len(valid_text))
+        return float(np.exp(self.score(sess, self.batches(valid_text, 1, 1), len(valid_text))
                             / len(valid_text)))
 
     def sample_text(self, sess, length):
         """The notebook's sampler: a random first character, then one session.run per character."""
+        if self.feed == "ids":
+            return self._sample_ids(sess, length)
         feed = sample(random_distribution())
         sentence = characters(feed)[0]
         sess.run(self.reset_sample_state)
@@ -253,6 +322,17 @@ class NotebookGraph:
             sentence += characters(feed)[0]
         return sentence
 
+    def _sample_ids(self, sess, length):
+        """The sampler fed ids: each draw is a search of the prediction's cumulative sum."""
+        ids = np.empty(length, dtype=np.int64)
+        ids[0] = sample_distribution(random_distribution()[0])
+        sess.run(self.reset_sample_state)
+        for k in range(1, length):
+            prediction = sess.run(self.sample_prediction, {self.sample_input: ids[k - 1:k]})
+            ids[k] = min(int(np.searchsorted(np.cumsum(prediction[0]), random.uniform(0, 1))),
+                         VOCABULARY_SIZE - 1)
+        return "".join(id2char(i) for i in ids)
+
 
 def charlm_initial(seed, nodes=NUM_NODES):
     """charlm's starting weights for ``--preset ud730 --seed SEED``, cut into the notebook's gates.
@@ -261,7 +341,7 @@ def charlm_initial(seed, nodes=NUM_NODES):
     gate; rows the one-hot input, then the previous output.  text8's vocabulary is in the
     notebook's order (space, a-z).
     """
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, str(ROOT))
     from charlm.config import build_configs
     from charlm.nn.init import initial_weights
 
@@ -292,8 +372,8 @@ def cmd_train(args):
     if args.resource_variables:
         tf.enable_resource_variables()
     initial = None if args.init_from_charlm is None else charlm_initial(args.init_from_charlm)
-    model = NotebookGraph(seed=args.seed, initial=initial)
-    train_batches = BatchGenerator(train_text, BATCH_SIZE, NUM_UNROLLINGS)
+    model = NotebookGraph(seed=args.seed, initial=initial, feed=args.feed)
+    train_batches = model.batches(train_text, BATCH_SIZE, NUM_UNROLLINGS)
 
     step_seconds = report_seconds = 0.0
     valid_ppl = None
@@ -304,7 +384,10 @@ def cmd_train(args):
         for step in range(args.steps):
             t = time.perf_counter()
             batches = train_batches.next()
-            l, predictions, lr = model.train_step(sess, batches)
+            if args.feed == "ids":
+                l, predictions, lr = model.train_step_ids(sess, batches, step % SUMMARY_FREQUENCY == 0)
+            else:
+                l, predictions, lr = model.train_step(sess, batches)
             mean_loss += l
             last_loss = float(l)
             step_seconds += time.perf_counter() - t
@@ -312,7 +395,7 @@ def cmd_train(args):
                 t = time.perf_counter()
                 if step > 0:
                     mean_loss /= SUMMARY_FREQUENCY
-                labels = np.concatenate(batches[1:])
+                labels = model.labels(batches)
                 log(f"Average loss at step {step}: {mean_loss:f} learning rate: {lr:f}")
                 log(f"Minibatch perplexity: {float(np.exp(logprob(predictions, labels))):.2f}")
                 mean_loss = 0.0
@@ -331,7 +414,7 @@ def cmd_train(args):
             valid_ppl = model.valid_perplexity(sess, valid_text)
             log(f"Validation set perplexity after step {last_step}: {valid_ppl:.2f}")
 
-    emit({"peer": "notebook", "steps": args.steps, "resource_variables": args.resource_variables,
+    emit({"peer": "notebook", "feed": args.feed, "steps": args.steps, "resource_variables": args.resource_variables,
           "init_from_charlm": args.init_from_charlm,
           "train_seconds": round(train_seconds, 4),
           "steps_per_sec": round(args.steps / train_seconds, 2),
@@ -350,7 +433,7 @@ def _warm_up(model, sess, args):
     if not args.train_steps:
         return
     text = read_corpus(find_corpus(args.corpus), args.limit)
-    gen = BatchGenerator(text[VALID_SIZE:], BATCH_SIZE, NUM_UNROLLINGS)
+    gen = model.batches(text[VALID_SIZE:], BATCH_SIZE, NUM_UNROLLINGS)
     for _ in range(args.train_steps):
         model.train_step(sess, gen.next())
     log(f"trained {args.train_steps} steps first")
@@ -358,7 +441,7 @@ def _warm_up(model, sess, args):
 
 def cmd_sample(args):
     seed_everything(args.seed)
-    model = NotebookGraph(seed=args.seed)
+    model = NotebookGraph(seed=args.seed, feed=args.feed)
     with model.session(args.threads) as sess:
         _warm_up(model, sess, args)
         model.sample_text(sess, 10)                      # first-run overheads out of the timing
@@ -366,7 +449,7 @@ def cmd_sample(args):
         text = model.sample_text(sess, args.chars)
         seconds = time.perf_counter() - t0
     log(text[:200])
-    emit({"peer": "notebook", "what": "sample", "chars": args.chars, "train_steps": args.train_steps,
+    emit({"peer": "notebook", "feed": args.feed, "what": "sample", "chars": args.chars, "train_steps": args.train_steps,
           "seconds": round(seconds, 4), "chars_per_sec": round(args.chars / seconds, 1),
           "total_seconds": round(time.perf_counter() - PROCESS_START, 3),
           "peak_rss_mb": round(peak_rss_mb(), 1)})
@@ -378,21 +461,25 @@ def cmd_eval(args):
         log(f"corpus too short: {len(text)} characters from offset {args.offset}, need {args.chars + 1}")
         sys.exit(2)
     seed_everything(args.seed)
-    model = NotebookGraph(seed=args.seed)
+    model = NotebookGraph(seed=args.seed, feed=args.feed)
     with model.session(args.threads) as sess:
         _warm_up(model, sess, args)
-        model.score(sess, BatchGenerator(text[:11], 1, 1), 10)   # first-run overheads
+        model.score(sess, model.batches(text[:11], 1, 1), 10)   # first-run overheads
         # Batch 1, one unrolling, over exactly chars+1 characters: pairs (t[0],t[1])..(t[n-1],t[n]).
         t0 = time.perf_counter()
-        nats = model.score(sess, BatchGenerator(text, 1, 1), args.chars)
+        nats = model.score(sess, model.batches(text, 1, 1), args.chars)
         seconds = time.perf_counter() - t0
-    emit({"peer": "notebook", "what": "eval", "chars": args.chars, "offset": args.offset,
+    emit({"peer": "notebook", "feed": args.feed, "what": "eval", "chars": args.chars, "offset": args.offset,
           "train_steps": args.train_steps, "seconds": round(seconds, 4),
           "chars_per_sec": round(args.chars / seconds, 1),
           "nats_per_char": round(nats / args.chars, 5),
           "bits_per_char": round(nats / args.chars / float(np.log(2)), 5),
           "total_seconds": round(time.perf_counter() - PROCESS_START, 3),
           "peak_rss_mb": round(peak_rss_mb(), 1)})
+
+
+FEED_HELP = ("onehot: the notebook's Python one-hot feeder (default); ids: token ids, one-hot encoded "
+             "in the graph (the strongest form)")
 
 
 def main(argv=None):
@@ -412,6 +499,7 @@ def main(argv=None):
     t.add_argument("--final-valid", action=argparse.BooleanOptionalAction, default=True,
                    help="validate after the last step if it was not a validation step (not timed)")
     t.add_argument("--limit", type=int, default=None, help="read only the corpus' first CHARS characters")
+    t.add_argument("--feed", choices=["onehot", "ids"], default="onehot", help=FEED_HELP)
     t.add_argument("--resource-variables", action="store_true",
                    help="resource variables: exact gradients, without the notebook's stale first-step reads")
     t.add_argument("--init-from-charlm", type=int, default=None, metavar="SEED",
@@ -425,6 +513,7 @@ def main(argv=None):
         s.add_argument("--limit", type=int, default=2_000_000,
                        help="characters read for --train-steps")
         s.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: default)")
+        s.add_argument("--feed", choices=["onehot", "ids"], default="onehot", help=FEED_HELP)
 
     s = sub.add_parser("sample", help="the notebook's sampling loop (one session.run per character)")
     s.add_argument("--chars", type=int, default=20000)
