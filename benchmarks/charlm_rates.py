@@ -2,7 +2,6 @@
 """charlm's sampling and evaluation rates for a ud730-sized model (start-up and compilation excluded)."""
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path

@@ -13,6 +13,7 @@ import resource
 import sys
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 ENV_VAR = "CHARLM_BENCH_CORPUS"
 ROOT = Path(__file__).resolve().parent.parent            # the repository
@@ -23,7 +24,7 @@ HOW_TO_GET = ("get text8 from http://mattmahoney.net/dc/text8.zip (the benchmark
               f"or set {ENV_VAR}=PATH")
 
 
-def _missing(message: str) -> "NoReturn":  # noqa: F821
+def _missing(message: str) -> NoReturn:
     print(f"benchmark corpus missing: {message}; {HOW_TO_GET}", file=sys.stderr, flush=True)
     sys.exit(2)
 
