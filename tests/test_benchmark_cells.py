@@ -7,6 +7,8 @@ import pytest
 
 from test_benchmarks import run_script, text8_like
 
+pytestmark = pytest.mark.slow     # whole training processes and scripts
+
 
 @pytest.mark.parametrize("script", ["cells.py", "gradient_decay.py"])
 def test_cell_benchmarks_say_how_to_get_a_missing_corpus(script, tmp_path):

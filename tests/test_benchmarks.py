@@ -19,6 +19,8 @@ import pytest
 from charlm.config import build_configs
 from charlm.training.trainer import Trainer
 
+pytestmark = pytest.mark.slow     # whole training processes and scripts
+
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benchmarks" / "peers"
 

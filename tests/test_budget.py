@@ -113,6 +113,7 @@ def test_auto_dropout_grows_with_the_passes_over_the_text():
     assert rates == sorted(rates) and 0 < rates[0] < rates[1] == pytest.approx(0.2) and rates[-1] == MAX_DROPOUT
 
 
+@pytest.mark.slow
 def test_auto_dropout_is_chosen_once_and_kept(corpus, tmp_path):
     run = tmp_path / "run"
     small = tmp_path / "small.txt"                   # 4,000 characters: 600 steps read it ~19 times
@@ -202,11 +203,12 @@ def test_the_schedule_is_laid_over_the_time_and_a_resume_over_the_new_limit(monk
     assert 200 - more.reserve - 0.1 <= more.used() <= 200
 
 
+@pytest.mark.slow
 def test_time_limit_ends_the_run_and_resume_continues_its_clock(corpus, tmp_path):
     """End to end: the run stops on its time limit; resuming a spent run is refused in one line;
     a larger limit continues the run's clock (how the rate follows the time: the test above)."""
     run = tmp_path / "run"
-    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--time-limit", 12, "--log-every", 10,
+    proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--time-limit", 8, "--log-every", 10,
                "--warmup-steps", 10, "--no-auto-dropout",
                "--checkpoint-dir", run)
     assert proc.returncode == 0, proc.stderr
@@ -219,7 +221,7 @@ def test_time_limit_ends_the_run_and_resume_continues_its_clock(corpus, tmp_path
     again = cli("train", "--resume", "--checkpoint-dir", run)
     assert again.returncode != 0 and "Traceback" not in again.stderr
     assert again.stderr.strip().splitlines()[-1].startswith("Error:") and "--time-limit" in again.stderr
-    more = cli("train", "--resume", "--checkpoint-dir", run, "--time-limit", 24)
+    more = cli("train", "--resume", "--checkpoint-dir", run, "--time-limit", 14)
     assert more.returncode == 0, more.stderr
     later = metrics(run)[len(records):]
     # the run's clock goes on from the first session's seconds (kept in the checkpoint)
@@ -229,6 +231,7 @@ def test_time_limit_ends_the_run_and_resume_continues_its_clock(corpus, tmp_path
     assert end["stopped"] == "time-limit" and end["step"] > out["step"]
 
 
+@pytest.mark.slow
 def test_eval_split_valid_scores_what_training_validated(corpus, tmp_path):
     run = tmp_path / "run"
     proc = cli("train", "--corpus", corpus, "--preset", "fast", *TINY, "--steps", 30, "--log-every", 30,

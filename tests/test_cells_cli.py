@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from cli import main
 from conftest import ROOT, make_text
 
+pytestmark = pytest.mark.slow     # whole training processes and scripts
+
 TINY = ["--hidden", "24", "--batch-size", "8", "--unrollings", "12", "--optimizer", "adam",
         "--learning-rate", "0.01", "--seed", "2", "--log-every", "20", "--sample-every", "0",
         "--valid-size", "300"]

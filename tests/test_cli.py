@@ -120,6 +120,7 @@ def test_train_refuses_to_overwrite_and_resume_continues(char_run, texts):
     assert r.exit_code == 1 and "hidden 48 -> 64" in r.output
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_without_traceback(tmp_path, char_run):
     (tmp_path / "empty.txt").write_text("")
     cases = [
@@ -152,6 +153,7 @@ def test_help_is_fast_and_imports_no_tensorflow():
     assert out.stdout.strip().endswith("False")
 
 
+@pytest.mark.slow
 def test_compiled_training_block_is_cached_between_runs(tmp_path, corpus_file):
     """The second run with the same shapes loads the XLA program the first one compiled."""
     cache = tmp_path / "xla"
@@ -189,6 +191,7 @@ def test_xla_cache_setting(monkeypatch, tmp_path):
     assert (tmp_path / "charlm" / "xla").is_dir()
 
 
+@pytest.mark.slow
 def test_command_line_exit_leaves_every_file_complete(tmp_path, corpus_file):
     """cli.py skips TensorFlow's interpreter teardown (os._exit) once a command is done: the
     checkpoint, the TensorBoard events and stdout must all be complete by then, and exit codes kept."""

@@ -19,6 +19,8 @@ from conftest import ROOT, make_text
 from charlm.training.distribute import cluster_spec, is_chief_task, setup
 from charlm.errors import CharlmError
 
+pytestmark = pytest.mark.slow     # whole training processes and scripts
+
 RUN = ["--hidden", "64", "--optimizer", "adam", "--learning-rate", "0.01", "--steps", "200",
        "--batch-size", "32", "--unrollings", "20", "--seed", "3", "--sample-every", "0",
        "--valid-size", "500", "--log-every", "100"]

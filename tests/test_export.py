@@ -25,6 +25,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["char", "bigram"])
 def test_export_generates_in_plain_tensorflow(kind, tmp_path):
     corpus = tmp_path / "c.txt"

@@ -183,6 +183,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_cjk_bigram_export(cjk_run, tmp_path):
     from charlm.use.export import export
     from charlm.use.scoring import evaluate
@@ -278,6 +279,7 @@ print(json.dumps({"growth": status("VmHWM:") - base,
 """
 
 
+@pytest.mark.slow
 def test_estimate_is_near_the_real_peak(tmp_path):
     """A model whose memory is its activations and weights (768 units, 128 x 20): the estimate is
     within a factor of 3 of how much the process grew while training it."""
@@ -332,6 +334,7 @@ def saved_twice(char_corpus, tmp_path_factory):
     return first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
 def test_full_disk_during_checkpoint_save(saved_twice, tmp_path, how):
     """A save that cannot finish: one line (folder, step, free space, last good checkpoint), no
@@ -412,6 +415,7 @@ def wait_for(predicate, seconds=180):
     return False
 
 
+@pytest.mark.slow
 def test_one_writer_readers_read_while_it_writes_and_sigkill_frees_the_lock(char_corpus, tmp_path):
     import signal
     import time

@@ -120,6 +120,7 @@ def test_padding_changes_neither_loss_nor_outputs(net):
 
 
 # -- training and the CLI -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_small_model_learns_to_mirror(trained, corpus, tmp_path):
     heldout = tmp_path / "heldout.txt"
     heldout.write_text(make_text(4000, seed=9))
@@ -157,6 +158,7 @@ def test_run_names_unknown_characters_or_skips_them(trained):
     assert r.exit_code == 0 and len(r.stdout.strip()) == 3
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(corpus, tmp_path):
     args = ["--hidden", "8", "--embedding-size", "4", "--batch-size", "4", "--max-chars", "12",
             "--max-words", "2", "--log-every", "5", "--checkpoint-every", "5"]
@@ -207,6 +209,7 @@ def steps_saved(run) -> int:
     return int(tf.train.latest_checkpoint(str(run / "ckpt")).rsplit("-", 1)[1])
 
 
+@pytest.mark.slow
 def test_time_limit_counts_across_a_resume(corpus, tmp_path):
     """Like `train`: the seconds trained are kept in the checkpoint, --resume goes on counting them,
     and a run that used its whole limit refuses to resume with one line."""

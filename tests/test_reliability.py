@@ -49,6 +49,7 @@ def final_weights(run_dir):
     return [v.numpy() for v in model.trainable_variables]
 
 
+@pytest.mark.slow
 def test_resume_is_exact(corpus, tmp_path):
     """--steps 100 then --resume --steps 200 equals --steps 200 straight (dropout and Adam included)."""
     common = ["--corpus", corpus, "--model", "bigram", "--embedding-size", "8", "--dropout", "0.2",
@@ -67,6 +68,7 @@ def test_resume_is_exact(corpus, tmp_path):
     assert abs(scores[0] - scores[1]) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_and_resumes(corpus, tmp_path, sig):
     run = tmp_path / "run"
@@ -112,6 +114,7 @@ def test_diverging_run_with_huge_perplexities_reports_them(corpus, tmp_path):
         assert proc.stderr.strip().splitlines()[-1].startswith("Error:")
 
 
+@pytest.mark.slow
 def test_corrupt_and_missing_checkpoints(corpus, tmp_path):
     run = tmp_path / "run"
     assert cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 20, *TINY).returncode == 0
@@ -124,6 +127,7 @@ def test_corrupt_and_missing_checkpoints(corpus, tmp_path):
     assert_clean_error(cli("eval", "--checkpoint", tmp_path / "nothing-here"), "not found")
 
 
+@pytest.mark.slow
 def test_bad_inputs_each_one_clear_line(corpus, tmp_path):
     (tmp_path / "short.txt").write_text("tiny text")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))

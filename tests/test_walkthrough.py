@@ -2,7 +2,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, make_text
+
+pytestmark = pytest.mark.slow     # whole training processes and scripts
 
 
 def test_walkthrough_runs(tmp_path):

@@ -162,16 +162,7 @@ class MirrorTrainer:
     def save(self):
         if self.budget is not None:
             self.seconds.assign(self.budget.used())
-        try:
-            self.manager.save(checkpoint_number=self.step)
-        except (OSError, tf.errors.OpError) as e:
-            # a full disk or a failing write: remove what the save left, name what is still good
-            folder = self.run_dir / ckpt.CKPT_DIR
-            good = ckpt.remove_partial_checkpoint(folder, self.step)
-            last = (f"the last good checkpoint is {good}, continue from it with --resume once there is room"
-                    if good else "there is no earlier checkpoint")
-            raise CharlmError(f"cannot save the checkpoint of step {self.step} in {folder} "
-                              f"({ckpt.write_failure(folder, e)}); its half-written files were removed; {last}")
+        ckpt.save(self.manager, self.run_dir, self.step)
 
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self, steps: int | None = None, time_limit: float | None = None,

@@ -286,3 +286,19 @@ def remove_partial_checkpoint(ckpt_dir, step: int):
     for path in ckpt_dir.glob("checkpoint.tmp*"):
         path.unlink(missing_ok=True)
     return tf.train.latest_checkpoint(str(ckpt_dir))
+
+
+def save(manager, run_dir, step: int):
+    """``manager.save`` of step ``step`` into ``<run_dir>/ckpt``.  A failed write (a full disk)
+    removes what it left and ends in one line naming the last good checkpoint."""
+    import tensorflow as tf
+
+    try:
+        manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as e:
+        folder = Path(run_dir) / CKPT_DIR
+        good = remove_partial_checkpoint(folder, step)
+        last = (f"the last good checkpoint is {good}, continue from it with --resume once there is room"
+                if good else "there is no earlier checkpoint")
+        raise CharlmError(f"cannot save the checkpoint of step {step} in {folder} "
+                          f"({write_failure(folder, e)}); its half-written files were removed; {last}")

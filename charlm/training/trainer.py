@@ -274,18 +274,10 @@ class Trainer(ReplicaSteps):
         self.cursors.assign(self.generator.cursors)
         if getattr(self, "budget", None) is not None:
             self.seconds.assign(self.budget.used())
-        try:
+        if self.is_chief:
+            ckpt.save(self.manager, self.run_dir, self.step)
+        else:                   # a worker's scratch copy: its failure is the collective's
             self.manager.save(checkpoint_number=self.step)
-        except (OSError, tf.errors.OpError) as e:
-            if not self.is_chief:
-                raise
-            # a full disk or a failing write: remove what the save left, name what is still good
-            folder = self.run_dir / ckpt.CKPT_DIR
-            good = ckpt.remove_partial_checkpoint(folder, self.step)
-            last = (f"the last good checkpoint is {good}, continue from it with --resume once there is room"
-                    if good else "there is no earlier checkpoint")
-            raise CharlmError(f"cannot save the checkpoint of step {self.step} in {folder} "
-                              f"({ckpt.write_failure(folder, e)}); its half-written files were removed; {last}")
 
     @property
     def step(self) -> int:
