@@ -33,7 +33,7 @@ def autodiff_loop(cell):
     from charlm.fast import bptt
 
     # the inference loop (a plain tf.while_loop), differentiated by TensorFlow
-    return lambda xw, h, w_h, *params: bptt.recur(cell, xw, h, loop="inference")
+    return lambda xw, h, w_h, *params: bptt.recur(cell, xw, h, w_h, loop="inference")
 
 
 def step_ms(cell, hidden, unrollings, xla, repeat, batch=64):

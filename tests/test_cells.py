@@ -131,7 +131,7 @@ def test_gru_matches_keras_gru_with_reset_after(loop, monkeypatch):
         want_seq, want_h = layer(x, initial_state=[h0])
         want_loss = tf.reduce_sum(want_seq * probe) + tf.reduce_sum(want_h ** 2)
         xw = tf.einsum("bti,ig->tbg", x, cell.input_kernel) + cell.bias
-        seq, (h, _) = cell.sequence(xw, (h0, h0), loop)
+        seq, (h, _) = cell.sequence(xw, cell.recurrent_kernel, (h0, h0), loop)
         seq = tf.transpose(seq, [1, 0, 2])
         loss = tf.reduce_sum(seq * probe) + tf.reduce_sum(h ** 2)
     np.testing.assert_allclose(seq.numpy(), want_seq.numpy(), atol=1e-12)

@@ -36,9 +36,8 @@ def choose(loop: str, steps) -> str:
     return loop
 
 
-def recur(cell, xw, h, loop: str = "auto"):
-    """The recurrent half of one layer over all steps: ``(outputs [T, B, H], h)``."""
-    w_h = cell.recurrent_kernel
+def recur(cell, xw, h, w_h, loop: str = "auto"):
+    """The recurrent half of one layer over all steps (recurrent kernel ``w_h``): ``(outputs [T, B, H], h)``."""
     params = tuple(tf.convert_to_tensor(p) for p in cell.params())   # custom gradients take tensors
     form = choose(loop, xw.shape[0])
     if form == "loop":

@@ -8,8 +8,8 @@ Every cell's gate pre-activations come from one matmul of ``[x, h]`` with one ke
 * its step: ``cell(x, state)`` from the input, the textbook way, and ``cell.step(xw, hw, state)``
   from the two halves ``xw = x @ input_kernel + bias`` and ``hw = h @ recurrent_kernel``, which
   is what sampling and the fast paths use (``[x, h] @ kernel == x @ W_x + h @ W_h``);
-* its sequence function: ``cell.sequence(xw, state, loop, compute)`` runs the recurrent half over
-  a whole window, given the input half of every step at once (see :mod:`charlm.fast`).
+* its sequence function: ``cell.sequence(xw, w_h, state, loop, compute)`` runs the recurrent half
+  over a whole window, given the input half of every step at once (see :mod:`charlm.fast`).
 
 The state is an ``(h, c)`` pair for every cell, so the model, the trainer's carried state,
 sampling, scoring, export and tf.distribute treat all cells alike; a GRU or RNN passes its ``c``
@@ -56,6 +56,12 @@ class Cell(tf.Module):
         self.kernel = tf.Variable(kernel, dtype=dtype, name="kernel")
         self.bias = tf.Variable(tf.zeros([self.gates * hidden], dtype=dtype), name="bias")
 
+    def split(self):
+        """``(W_x, W_h)``: the kernel's input and recurrent rows as one ``tf.split``, whose gradient is
+        one concat (two slices' gradients would be two kernel-sized tensors added: ~4% of a
+        512-unit training step)."""
+        return tf.split(self.kernel, [self.input_size, self.hidden], axis=0)
+
     @property
     def input_kernel(self):
         return self.kernel[: self.input_size]
@@ -83,10 +89,11 @@ class Cell(tf.Module):
         h_new = self.forward(xw, h, hw, *self.params())[0]
         return h_new, (h_new, c)
 
-    def sequence(self, xw, state, loop: str = "auto", compute=None):
-        """The recurrent half over a window ``xw`` ``[T, B, gates * H]``: ``(outputs [T, B, H], state)``."""
+    def sequence(self, xw, w_h, state, loop: str = "auto", compute=None):
+        """The recurrent half over a window ``xw`` ``[T, B, gates * H]`` with recurrent kernel ``w_h``:
+        ``(outputs [T, B, H], state)``."""
         h, c = state
-        outputs, h = bptt.recur(self, xw, h, loop)
+        outputs, h = bptt.recur(self, xw, h, w_h, loop)
         return outputs, (h, c)
 
 
@@ -129,8 +136,8 @@ class LSTMCell(Cell):
         h, c, _ = self.forward(xw + hw, state[1])
         return h, (h, c)
 
-    def sequence(self, xw, state, loop: str = "auto", compute=None):
-        outputs, h, c = lstm_loops.recur(type(self), xw, *state, self.recurrent_kernel, loop, compute)
+    def sequence(self, xw, w_h, state, loop: str = "auto", compute=None):
+        outputs, h, c = lstm_loops.recur(type(self), xw, *state, w_h, loop, compute)
         return outputs, (h, c)
 
 

@@ -105,11 +105,12 @@ class CharLM(tf.Module):
         outputs = None
         new_state = []
         for layer, cell in enumerate(self.cells):
+            w_x, w_h = cell.split()
             if layer == 0:
-                xw = self.input_projection(tokens, seed, cell.input_kernel, cell.bias)
+                xw = self.input_projection(tokens, seed, w_x, cell.bias)
             else:
-                xw = matmul_seq(self._dropout(outputs, seed, layer), cell.input_kernel, self.compute_dtype) + cell.bias
-            outputs, layer_state = cell.sequence(xw, state[layer], loop, self.compute_dtype)
+                xw = matmul_seq(self._dropout(outputs, seed, layer), w_x, self.compute_dtype) + cell.bias
+            outputs, layer_state = cell.sequence(xw, w_h, state[layer], loop, self.compute_dtype)
             new_state.append(layer_state)
         top = self._dropout(outputs, seed, len(self.cells))
         return matmul_seq(top, self.out_w, self.compute_dtype) + self.out_b, new_state
@@ -125,7 +126,7 @@ class CharLM(tf.Module):
         """
         layers = []
         for cell in self.cells:
-            w_x, w_h = tf.split(cell.kernel, [cell.input_size, cell.hidden], axis=0)
+            w_x, w_h = cell.split()
             layers.append((w_x, w_h, tf.identity(cell.bias)))
         w_x, _, bias = layers[0]
         table = (w_x if self.embedding is None else tf.matmul(self.embedding, w_x)) + bias
