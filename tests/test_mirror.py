@@ -235,7 +235,7 @@ def test_time_limit_counts_across_a_resume(corpus, tmp_path):
 
 def test_one_writer_per_run_folder(trained, corpus, tmp_path):
     """The language model's RunLock: a folder a run holds is refused, naming the holder, and left as it was."""
-    from charlm.run.checkpoint import RunLock
+    from charlm.run.folder import RunLock
 
     before = sorted(p.name for p in trained.rglob("*"))
     lock = RunLock(trained).acquire()

@@ -7,7 +7,7 @@
     <run>/ckpt/           tf.train.Checkpoint files (CheckpointManager keeps the last few)
     <run>/metrics.jsonl   one JSON object per logging step
     <run>/logs/           TensorBoard event files
-    <run>/train.lock      held (flock) by the one ``train`` writing the folder; see RunLock
+    <run>/train.lock      held (flock) by the one ``train`` writing the folder; see charlm.run.folder.RunLock
 
 ``config.json`` is written to a temporary file and renamed into place; TensorFlow writes the
 checkpoint files before it updates the ``checkpoint`` index, so an interrupted save leaves the
@@ -166,67 +166,6 @@ def load_model(run_dir, dtype=None):
             raise CharlmError(f"cannot load the weights in {path}: corrupt or incomplete checkpoint ({first[:200]})")
     info["checkpoint_path"] = path
     return model, tokenizer, info
-
-
-class RunLock:
-    """``train``'s hold on its run folder: an exclusive ``flock`` on ``<run>/train.lock``.
-
-    The file names the holder (PID, host, start time) for the message a second writer gets.  The
-    kernel releases an flock when its process ends in any way (SIGKILL included), so a stale file
-    never blocks; the file itself stays (removing it would race with the next taker).  Readers
-    (``sample``, ``eval``, ``export``) take no lock.  flock is local to one machine; on a network
-    filesystem it may not exclude a writer on another host.
-    """
-
-    def __init__(self, run_dir):
-        self.path = Path(run_dir) / LOCK_FILE
-        self.fd = None
-
-    def acquire(self) -> "RunLock":
-        import fcntl
-        import socket
-
-        self.existed = self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            self.refuse_if_held()
-            raise CharlmError(f"{self.path.parent} is being trained by another process; wait for it to end "
-                              f"or stop it first (nothing was changed)")
-        try:                # who holds it; a full disk must not stop the run from starting
-            os.ftruncate(fd, 0)
-            os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, "
-                         f"since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-        except OSError:
-            pass
-        self.fd = fd
-        return self
-
-    def refuse_if_held(self):
-        """Stop with one line naming the holder when a training process holds the lock (the file,
-        if any, is only read: a probe changes nothing)."""
-        import fcntl
-
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except OSError:
-            holder = os.read(fd, 400).decode("utf-8", "replace").strip() or "a process that is just starting"
-            raise CharlmError(f"{self.path.parent} is being trained by another process ({holder}); "
-                              f"wait for it to end or stop it first (nothing was changed)")
-        finally:
-            os.close(fd)
-
-    def release(self):
-        if self.fd is not None:
-            os.close(self.fd)           # closing the descriptor drops the flock
-            self.fd = None
 
 
 def find_latest_run(root=DEFAULT_ROOT) -> Path:
