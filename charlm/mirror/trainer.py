@@ -35,7 +35,7 @@ from charlm.run import checkpoint as ckpt
 from charlm.run import folder as run_folder
 from charlm.run.reporting import Reporter, log_to_stderr as _log
 from charlm.run.signals import StopSignals
-from charlm.training.budget import Budget
+from charlm.training.budget import Budget, stop_reason
 from charlm.training.optim import Adam
 
 SCALARS = ("loss", "token_accuracy", "grad_norm", "steps_per_sec")     # TensorBoard's train/<name>
@@ -198,7 +198,7 @@ class MirrorTrainer:
             loss, accuracy, norm = self._one_step(budget)
             window.append((loss, accuracy, norm))
             step = self.step
-            stop = self._why_stop(step, budget)
+            stop = stop_reason(budget, step, self._signals.received)
             ending = step >= total or stop is not None
             if step % cfg.log_every == 0 or ending:
                 record = self._record(step, window, time.perf_counter() - window_start, budget)
@@ -228,16 +228,6 @@ class MirrorTrainer:
             raise CharlmError(f"the loss became non-finite at step {self.step}; stopped without saving, "
                               f"the last good checkpoint in {self.run_dir} is kept (try a lower --learning-rate)")
         return loss, accuracy, norm
-
-    def _why_stop(self, step: int, budget: Budget):
-        """``None``, or ``(how the run stopped, the line that says so)`` before its last step."""
-        if budget.out_of_time():
-            return "time-limit", (f"time limit of {budget.time_limit:g} s reached at step {step} (the run "
-                                  f"has trained {budget.used():.1f} s); saved")
-        if self._signals.received is not None:
-            return "interrupted", (f"interrupted (signal {self._signals.received}) at step {step}; saved, "
-                                   f"continue with --resume")
-        return None
 
     def _record(self, step: int, window: list, seconds: float, budget: Budget) -> dict:
         """The periodic record of the steps in ``window`` (taking ``seconds``), reported and returned."""

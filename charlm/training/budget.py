@@ -115,3 +115,14 @@ class Budget:
         by_time = (min(1.0, max(self._reached, self.used() / span)), (self.seconds_per_step or 0.0) / span)
         self._given = max(by_steps, by_time)
         return self._given
+
+
+def stop_reason(budget: Budget, step: int, signal) -> tuple[str, str] | None:
+    """``None``, or ``(how a run stopped, the line that says so)``: its time limit ran out, or
+    ``signal`` (a SIGINT or SIGTERM received, else None) arrived.  Both end in a save."""
+    if budget.out_of_time():
+        return "time-limit", (f"time limit of {budget.time_limit:g} s reached at step {step} (the run "
+                              f"has trained {budget.used():.1f} s); saved")
+    if signal is not None:
+        return "interrupted", f"interrupted (signal {signal}) at step {step}; saved, continue with --resume"
+    return None

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from charlm.run import checkpoint as ckpt
 from charlm.data.batches import BatchGenerator
-from charlm.training.budget import Budget, dropout_for_passes
+from charlm.training.budget import Budget, dropout_for_passes, stop_reason
 from charlm.training.distribute import ReplicaSteps
 from charlm.config import ModelConfig, TrainConfig, build_configs
 from charlm.errors import CharlmError
@@ -389,12 +389,9 @@ class Trainer(ReplicaSteps):
             # workers stop together, or the ones left would wait for the others forever
             local = out_of_time or self._stop_signal is not None
             peer_stopped = bool(self._agree_fn(tf.constant(local)).numpy()) and not local
-        if out_of_time:
-            return "time-limit", (f"time limit of {budget.time_limit:g} s reached at step {step} (the run "
-                                  f"has trained {budget.used():.1f} s); saved")
-        if self._stop_signal is not None:
-            return "interrupted", (f"interrupted (signal {self._stop_signal}) at step {step}; saved, "
-                                   f"continue with --resume")
+        reason = stop_reason(budget, step, self._stop_signal)
+        if reason is not None:
+            return reason
         if peer_stopped:
             return "interrupted", f"another worker stopped at step {step}; saved, continue with --resume"
         return None
