@@ -1,6 +1,7 @@
 """sample's options (nucleus, temperatures, prime files, stops, streaming), train --init-from and
 --keep-best: real models, real runs, the filtered distribution against a numpy reference."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from charlm.nn.model import CharLM
 from charlm.run.checkpoint import load_model
 from charlm.training import finetune
 from charlm.training.trainer import Trainer
-from charlm.use.sampling import LOOP_STEPS, Sampler, filtered_logits, pick
+from charlm.use import sampling
+from charlm.use.sampling import Sampler, filtered_logits, pick
 
 TINY = ["--hidden", 16, "--batch-size", 8, "--unrollings", 8, "--optimizer", "adam", "--learning-rate", 0.02,
         "--log-every", 10, "--sample-every", 0, "--valid-size", 400, "--checkpoint-every", 10]
@@ -77,10 +79,11 @@ def test_stop_ends_after_its_first_occurrence(sampler):
     assert sampler.generate("ab", 30, temperature=0, stop=["b" + greedy[2]])[0] == greedy[:3]
 
 
-def test_a_tiny_nucleus_is_greedy_and_a_long_prime_is_read_in_pieces(sampler):
+def test_a_tiny_nucleus_is_greedy_and_a_long_prime_is_read_in_pieces(sampler, monkeypatch):
     assert sampler.generate("ab", 200, seed=1, top_p=1e-6)[0] == sampler.generate("ab", 200, temperature=0)[0]
     tok, model = sampler.tokenizer, sampler.model
-    prime = make_text(LOOP_STEPS + 500, seed=4).replace("t", "a")
+    monkeypatch.setattr(sampling, "LOOP_STEPS", 64)     # pieces of 64 tokens: the same cut, smaller
+    prime = make_text(64 * 3 + 10, seed=4).replace("t", "a")
     ids = tok.vocab.encode(prime, oov="skip")
     logits, _ = sampler._read(ids, 1)
     whole, _ = model.unroll(tf.constant(ids.astype(np.int32)[:, None]), model.zero_state(1))
@@ -110,19 +113,6 @@ def test_keep_best_keeps_the_lowest_validation_loss(best_run):
     assert load_model(run, best=True)[2]["checkpoint_path"].endswith(f"ckpt-{best['step']}")
 
 
-def test_keep_best_leaves_resume_exact(best_run, tmp_path):
-    run = tmp_path / "split"
-    for steps, more in ((20, ["--keep-best"]), (40, ["--resume"])):
-        r = invoke("train", "--corpus", best_run / "train.txt", "--checkpoint-dir", run, *TINY, "--steps", steps,
-                   *more)
-        assert r.exit_code == 0, r.output
-    assert (run / "metrics.jsonl").read_text() .count("\n") == 4
-    straight = [json.loads(line) for line in (best_run / "run" / "metrics.jsonl").read_text().splitlines()]
-    split = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["loss"] for m in split] == [m["loss"] for m in straight]
-    assert (run / "best" / "best.json").read_text() == (best_run / "run" / "best" / "best.json").read_text()
-
-
 def test_sample_options_from_the_command_line(best_run, tmp_path):
     run = best_run / "run"
     (tmp_path / "prime.txt").write_text("The men ")
@@ -139,9 +129,6 @@ def test_sample_options_from_the_command_line(best_run, tmp_path):
         ["temperature 0.5", "temperature 1"]
     samples = two.stdout.split("\n\n")
     assert len(samples) == 4 and all(len(s.strip("\n")) == 30 for s in samples)
-    one = invoke("sample", "--checkpoint", run, "--length", 30, "--seed", 2, "--temperature", 1.0,
-                 "--num-samples", 2, "--best")
-    assert one.stdout == "\n\n".join(samples[2:])
     stopped = invoke("sample", "--checkpoint", run, "--length", 400, "--seed", 2, "--stop", "e", "--prime", "a")
     assert stopped.stdout.endswith("e\n") and stopped.stdout.count("e") == 1
 
@@ -172,9 +159,7 @@ def test_bad_values_end_in_one_error_line(best_run, tmp_path, args, words):
 
 
 def test_sample_best_without_a_best_checkpoint(tmp_path, best_run):
-    r = invoke("train", "--corpus", best_run / "train.txt", "--checkpoint-dir", tmp_path / "plain", *TINY,
-               "--steps", 10)
-    assert r.exit_code == 0
+    shutil.copytree(best_run / "run", tmp_path / "plain", ignore=shutil.ignore_patterns("best"))
     r = invoke("sample", "--checkpoint", tmp_path / "plain", "--best")
     assert r.exit_code == 1 and r.output.splitlines()[-1].startswith("Error: --best:")
 
