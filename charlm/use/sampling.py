@@ -143,7 +143,7 @@ class _Row:
     def add(self, piece: str) -> str:
         if self.ended:
             return ""
-        piece = piece[self.skip:self.left]
+        piece = piece[self.skip:self.skip + self.left]
         self.skip = 0
         if self.stop:
             # a stop may begin in the text before this piece: search the last len - 1 characters too
