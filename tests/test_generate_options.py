@@ -2,6 +2,8 @@
 --keep-best: real models, real runs, the filtered distribution against a numpy reference."""
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from cli import main
-from conftest import make_text
+from conftest import ROOT, make_text
 from reference import filtered_probs
 
 from charlm.config import ModelConfig, build_configs
@@ -206,3 +208,15 @@ def test_init_from_takes_the_weights_and_gives_new_characters_new_rows(best_run,
     config = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert config["init_from"]["run"] == str(run.resolve())
     assert config["init_from"]["checkpoint"].endswith("ckpt-40")
+
+
+def test_a_pipe_gets_the_text_as_it_is_made(best_run):
+    """Read the first characters of a sample far too long to finish, then close the pipe: the text
+    came before the end, and the command stops quietly (``| head``)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "sample", "--checkpoint", best_run / "run",
+                             "--length", str(10**8), "--prime", "the"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.read(200)
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert first.startswith(b"the") and len(first) == 200
+    assert b"Traceback" not in proc.stderr.read()
