@@ -114,6 +114,11 @@ def main():
 @click.option("--checkpoint-dir", type=click.Path(), default=None,
               help="Run folder (default: checkpoints/<preset>-<model>-<time>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --checkpoint-dir.")
+@click.option("--init-from", type=click.Path(), default=None,
+              help="Start a new run from this run's weights (fine-tuning): the same model shape, "
+                   "new characters get new rows.")
+@click.option("--keep-best/--no-keep-best", default=None,
+              help="Keep the checkpoint of the lowest validation loss in best/ (beside the newest three).")
 @click.option("--threads", type=NON_NEGATIVE, default=None,
               help="CPU threads per op (0: all; default: 1 for models up to 128 units, else all).")
 @click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]), default=None,
@@ -122,13 +127,13 @@ def main():
 @click.option("--replicas", type=POSITIVE, default=None,
               help="Replicas for --distribute mirrored (default: every GPU, or 1 CPU device).")
 @user_errors
-def train(corpus, preset, kind, checkpoint_dir, resume, **options):
+def train(corpus, preset, kind, checkpoint_dir, resume, init_from, **options):
     """Train a model; checkpoints, metrics and TensorBoard logs go to the run folder."""
     _quiet_tensorflow()
     from charlm.training.trainer import train as run
 
     result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, preset=preset,
-                 kind=kind, started=STARTED, **options)
+                 kind=kind, started=STARTED, init_from=init_from, **options)
     summary = {"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
                "seconds": round(result.seconds, 2), "loss": result.last_loss,
                "valid_perplexity": result.valid_perplexity}
@@ -136,6 +141,7 @@ def train(corpus, preset, kind, checkpoint_dir, resume, **options):
 
 
 def _checkpoint_option(fn):
+    fn = click.option("--best", is_flag=True, help="Use the run's best checkpoint (train --keep-best).")(fn)
     return click.option("--checkpoint", type=click.Path(), default=None,
                         help="Run folder (default: the newest under checkpoints/).")(fn)
 
@@ -154,27 +160,79 @@ OOV_OPTION = click.option("--oov", type=click.Choice(["error", "skip"]), default
 @main.command()
 @_checkpoint_option
 @click.option("--length", type=NON_NEGATIVE, default=500, show_default=True, help="Characters to generate.")
-@click.option("--prime", default="", help="Text to start from (printed before the generated text).")
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Softmax temperature; 0 picks the likeliest token (greedy).")
+@click.option("--prime", default=None, help="Text to start from (printed before the generated text).")
+@click.option("--prime-file", type=click.Path(), default=None, help="Read the prime from this file instead.")
+@click.option("--temperature", type=click.FloatRange(min=0), multiple=True, show_default="1.0",
+              help="Softmax temperature; 0 picks the likeliest token (greedy). Repeat it for "
+                   "samples at each (labelled on stderr).")
 @click.option("--top-k", type=NON_NEGATIVE, default=0, help="Sample among the k likeliest tokens (0: all).")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Nucleus sampling: among the likeliest tokens that hold this much probability.")
+@click.option("--stop", multiple=True, help="End a sample after the first occurrence of this text "
+              "(repeatable; --length stays the cap).")
 @click.option("--seed", type=int, default=None, help="Same seed, same text.")
 @click.option("--num-samples", type=POSITIVE, default=1, show_default=True)
 @OOV_OPTION
 @user_errors
-def sample(checkpoint, length, prime, temperature, top_k, seed, num_samples, oov):
-    """Generate text: stdout holds the prime followed by exactly LENGTH characters per sample."""
+def sample(checkpoint, best, length, prime, prime_file, temperature, top_k, top_p, stop, seed, num_samples, oov):
+    """Generate text as it is made: stdout holds the prime followed by LENGTH characters (or
+    up to a --stop) per sample."""
+    if prime is not None and prime_file is not None:
+        raise click.UsageError("give either --prime or --prime-file, not both")
+    if prime_file is not None:
+        prime = _read_prime_file(prime_file)
     _quiet_tensorflow()
-    from charlm.use.sampling import sample as generate
+    from charlm.run.checkpoint import load_model
+    from charlm.use.sampling import Sampler, check_options
+
+    temperatures = temperature or (1.0,)
+    for t in temperatures:          # bad values end before the model is loaded
+        check_options(length, t, top_k, top_p, num_samples, stop)
 
     path = _resolve_checkpoint(checkpoint)
     click.echo(f"sampling from {path}", err=True)
-    texts = generate(path, prime=prime, length=length, temperature=temperature, top_k=top_k,
-                     seed=seed, num_samples=num_samples, oov=oov)
-    for i, text in enumerate(texts):
-        if i:
-            click.echo()
-        click.echo(text)
+    sampler = Sampler(*load_model(path, best=best)[:2])
+    out = click.get_text_stream("stdout")
+    try:
+        for n, t in enumerate(temperatures):
+            if len(temperatures) > 1:
+                click.echo(f"temperature {t:g}", err=True)
+            # the first sample is written as it comes; the others (made beside it) follow it
+            rest = [""] * (num_samples - 1)
+            out.write("\n" if n else "")       # a blank line between samples, as below
+            for pieces in sampler.stream(prime or "", length, t, top_k, seed, num_samples, oov, top_p, stop):
+                out.write(pieces[0])
+                out.flush()
+                rest = [r + p for r, p in zip(rest, pieces[1:])]
+            out.write("\n" + "".join(f"\n{text}\n" for text in rest))
+            out.flush()
+    except BrokenPipeError:         # the reader has gone (`| head`): stop quietly
+        _drop_stdout()
+
+
+def _drop_stdout():
+    """Point stdout at /dev/null, so the exit's flush of a closed pipe raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _read_prime_file(path) -> str:
+    """The prime in a text file (as any corpus file: plain or compressed, UTF-8); an empty file
+    is the empty prime."""
+    from pathlib import Path
+
+    from charlm.data.corpora import read_text_file
+
+    if not Path(path).expanduser().is_file():
+        what = "is a directory, not a file" if Path(path).expanduser().is_dir() else "not found"
+        raise CharlmError(f"--prime-file {path}: {what}")
+    if Path(path).expanduser().stat().st_size == 0:
+        return ""
+    try:
+        return read_text_file(path)
+    except CharlmError as e:
+        raise CharlmError(f"--prime-file: {e}")
 
 
 # -- eval ----------------------------------------------------------------------------------------------
@@ -191,7 +249,7 @@ def sample(checkpoint, length, prime, temperature, top_k, seed, num_samples, oov
               help="Matmul inputs of the side-by-side pieces, as for train.")
 @OOV_OPTION
 @user_errors
-def eval_(checkpoint, text_file, split, as_json, streams, precision, oov):
+def eval_(checkpoint, best, text_file, split, as_json, streams, precision, oov):
     """Perplexity and bits per character of a text, the LSTM state carried through it."""
     if text_file and split:
         raise click.UsageError("give either --text-file or --split, not both")
@@ -203,7 +261,8 @@ def eval_(checkpoint, text_file, split, as_json, streams, precision, oov):
 
     path = _resolve_checkpoint(checkpoint)
     text = read_text_file(text_file) if text_file else None
-    score, tokenizer = evaluate(path, text=text, split=split, oov=oov, streams=streams, precision=precision)
+    score, tokenizer = evaluate(path, text=text, split=split, oov=oov, streams=streams, precision=precision,
+                                best=best)
     figures = score.as_dict(tokenizer)
     if as_json:
         click.echo(json.dumps(figures))
@@ -223,12 +282,12 @@ def eval_(checkpoint, text_file, split, as_json, streams, precision, oov):
 @_checkpoint_option
 @click.option("--output", type=click.Path(), required=True, help="SavedModel folder to create (must not exist).")
 @user_errors
-def export(checkpoint, output):
+def export(checkpoint, best, output):
     """Write a SavedModel with generate(prime, length, temperature) and score(text)."""
     _quiet_tensorflow()
     from charlm.use.export import export as write
 
-    click.echo(str(write(_resolve_checkpoint(checkpoint), output)))
+    click.echo(str(write(_resolve_checkpoint(checkpoint), output, best=best)))
 
 
 # -- datasets ----------------------------------------------------------------------------------------

@@ -82,6 +82,7 @@ class TrainConfig:
     steps_per_call: int = 0       # training steps per compiled call; 0 = automatic
     time_limit: float = 0.0       # seconds of the whole run, resumed sessions included; 0 = none
     precision: str = "auto"       # matmul dtype: auto, float32 or bfloat16 (charlm.fast.precision)
+    keep_best: bool = False       # keep the checkpoint of the lowest validation loss in best/
 
     def validate(self):
         for name in ("batch_size", "unrollings", "steps", "decay_steps", "log_every"):

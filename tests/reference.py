@@ -114,3 +114,32 @@ def cell_weights_of(model):
     """``weights_of`` for GRU/RNN models (a GRU layer adds its recurrent bias)."""
     extra = lambda c: (c.recurrent_bias.numpy(),) if hasattr(c, "recurrent_bias") else ()  # noqa: E731
     return {**weights_of(model), "cells": [(c.kernel.numpy(), c.bias.numpy(), *extra(c)) for c in model.cells]}
+
+
+def filtered_probs(logits, temperature, top_k=0, top_p=1.0):
+    """The distribution sampling draws from, row by row, written out plainly: the softmax at
+    1/temperature, cut to the k likeliest tokens and renormalised, then cut to the shortest
+    prefix of the likeliest tokens whose probability reaches top_p and renormalised."""
+    out = []
+    for row in np.asarray(logits, dtype=np.float64):
+        z = row / temperature
+        probs = np.exp(z - z.max())
+        probs /= probs.sum()
+        order = list(np.argsort(-probs, kind="stable"))
+        if top_k:
+            order = order[:top_k]
+        kept = np.zeros_like(probs)
+        kept[order] = probs[order]
+        kept /= kept.sum()
+        if top_p < 1:
+            total, nucleus = 0.0, []
+            for i in order:
+                nucleus.append(i)
+                total += kept[i]
+                if total >= top_p:
+                    break
+            cut = np.zeros_like(kept)
+            cut[nucleus] = kept[nucleus]
+            kept = cut / cut.sum()
+        out.append(kept)
+    return np.array(out)

@@ -21,6 +21,11 @@ for prime, length in (("ROMEO:", 200), ("The", 201), ("", 5)):
     s = m.generate(prime=tf.constant(prime), length=tf.constant(length), temperature=tf.constant(1.0))
     out[f"{prime}|{length}"] = s.numpy().decode("utf-8")
 out["score"] = float(m.score(text=tf.constant(sys.argv[2])))
+greedy = dict(prime=tf.constant("The"), length=tf.constant(60), temperature=tf.constant(0.0))
+out["greedy"] = g = m.generate(**greedy).numpy().decode("utf-8")
+out["nucleus"] = m.generate(**{**greedy, "temperature": tf.constant(1.0)}, top_k=tf.constant(3),
+                            top_p=tf.constant(1e-6)).numpy().decode("utf-8")
+out["stop"] = m.generate(**greedy, stop=tf.constant(g[20:22])).numpy().decode("utf-8")
 print(json.dumps(out))
 """
 
@@ -46,6 +51,10 @@ def test_export_generates_in_plain_tensorflow(kind, tmp_path):
                           timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
+    greedy = got.pop("greedy")
+    assert got.pop("nucleus") == greedy                    # a nucleus of one token: the likeliest
+    stop = greedy[20:22]
+    assert got.pop("stop") == greedy[:greedy.find(stop, 2) + 2]
     for key, text in got.items():
         if key == "score":
             continue

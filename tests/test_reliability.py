@@ -51,10 +51,11 @@ def final_weights(run_dir):
 
 @pytest.mark.slow
 def test_resume_is_exact(corpus, tmp_path):
-    """--steps 100 then --resume --steps 200 equals --steps 200 straight (dropout and Adam included)."""
+    """--steps 100 then --resume --steps 200 equals --steps 200 straight (dropout and Adam included;
+    --keep-best, on in the resumed run only, changes nothing of it)."""
     common = ["--corpus", corpus, "--model", "bigram", "--embedding-size", "8", "--dropout", "0.2",
               "--seed", "3", *TINY]
-    assert cli("train", *common, "--steps", 100, "--checkpoint-dir", tmp_path / "a").returncode == 0
+    assert cli("train", *common, "--steps", 100, "--checkpoint-dir", tmp_path / "a", "--keep-best").returncode == 0
     resumed = cli("train", "--resume", "--steps", 200, "--checkpoint-dir", tmp_path / "a")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stderr
@@ -66,6 +67,9 @@ def test_resume_is_exact(corpus, tmp_path):
     text = corpus.read_text()
     scores = [evaluate(tmp_path / run, text=text)[0].nats_per_char for run in ("a", "b")]
     assert abs(scores[0] - scores[1]) < 1e-4
+    valid = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    best = json.loads((tmp_path / "a" / "best" / "best.json").read_text())
+    assert best["step"] == min(valid, key=lambda m: m["valid_perplexity"])["step"]
 
 
 @pytest.mark.slow

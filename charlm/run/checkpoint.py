@@ -5,6 +5,8 @@
     <run>/config.json     model + training configuration, vocabulary (and a sparse bigram
                           model's pair list), corpus spec
     <run>/ckpt/           tf.train.Checkpoint files (CheckpointManager keeps the last few)
+    <run>/best/           with --keep-best: the checkpoint of the lowest validation loss so far,
+                          and best.json (its step and loss)
     <run>/metrics.jsonl   one JSON object per logging step
     <run>/logs/           TensorBoard event files
     <run>/train.lock      held (flock) by the one ``train`` writing the folder; see charlm.run.folder.RunLock
@@ -29,6 +31,8 @@ from charlm.data.vocab import Tokenizer, Vocabulary
 
 CONFIG_FILE = "config.json"
 CKPT_DIR = "ckpt"
+BEST_DIR = "best"
+BEST_FILE = "best.json"
 METRICS_FILE = "metrics.jsonl"
 LOG_DIR = "logs"
 LOCK_FILE = "train.lock"
@@ -128,16 +132,39 @@ def _newest_saved(ckpt_dir: Path) -> str | None:
     return tf.train.latest_checkpoint(str(ckpt_dir))
 
 
-def latest_checkpoint(run_dir) -> str:
-    """Path prefix of the newest weights in ``run_dir``, or a clear error."""
+def latest_checkpoint(run_dir, best: bool = False) -> str:
+    """Path prefix of the newest weights in ``run_dir`` (``best``: of its ``best/``), or a clear error."""
+    if best:
+        path = _newest_saved(Path(run_dir) / BEST_DIR)
+        if path is None:
+            raise CharlmError(f"--best: {run_dir} has no best checkpoint (no {BEST_DIR}/; "
+                              f"train with --keep-best to keep one)")
+        return path
     path = _newest_saved(Path(run_dir) / CKPT_DIR)
     if path is None:
         raise CharlmError(f"{run_dir} holds no saved weights yet (no checkpoint in {Path(run_dir) / CKPT_DIR})")
     return path
 
 
-def load_model(run_dir, dtype=None):
-    """Rebuild the model of a run folder with its newest weights: ``(model, tokenizer, info)``.
+def read_best(run_dir) -> dict | None:
+    """``best/best.json`` (``step``, ``valid_loss``), or None before the first best checkpoint."""
+    path = Path(run_dir) / BEST_DIR / BEST_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise CharlmError(f"{path} is corrupt ({type(e).__name__}: {e}); remove {path.parent} to start it afresh")
+
+
+def write_best(run_dir, step: int, valid_loss: float):
+    atomic_write_text(Path(run_dir) / BEST_DIR / BEST_FILE,
+                      json.dumps({"step": step, "valid_loss": valid_loss}) + "\n")
+
+
+def load_model(run_dir, dtype=None, best: bool = False):
+    """Rebuild the model of a run folder with its newest weights (``best``: the weights of its
+    lowest validation loss, ``best/``): ``(model, tokenizer, info)``.
 
     Needs no lock: a training run may be writing the folder.  The ``checkpoint`` index names a
     checkpoint only once its files are complete, but CheckpointManager deletes old ones; a reader
@@ -150,7 +177,7 @@ def load_model(run_dir, dtype=None):
     info = read_run_config(run_dir)
     tokenizer = info["tokenizer"]
     model = CharLM(info["model_config"], tokenizer.num_tokens, dtype=dtype or tf.float32)
-    path = latest_checkpoint(run_dir)
+    path = latest_checkpoint(run_dir, best)
     for attempt in range(READ_ATTEMPTS):
         try:
             status = tf.train.Checkpoint(model=model).restore(path)
@@ -158,7 +185,7 @@ def load_model(run_dir, dtype=None):
             status.assert_existing_objects_matched()
             break
         except Exception as e:  # noqa: BLE001 - a damaged file surfaces as many error types
-            newer = latest_checkpoint(run_dir)
+            newer = latest_checkpoint(run_dir, best)
             if newer != path and attempt + 1 < READ_ATTEMPTS:
                 path = newer                    # deleted by a training run while read: take the newest
                 continue
@@ -228,14 +255,15 @@ def remove_partial_checkpoint(ckpt_dir, step: int):
 
 
 def save(manager, run_dir, step: int):
-    """``manager.save`` of step ``step`` into ``<run_dir>/ckpt``.  A failed write (a full disk)
-    removes what it left and ends in one line naming the last good checkpoint."""
+    """``manager.save`` of step ``step`` into its folder (``<run_dir>/ckpt``, or ``best``).  A
+    failed write (a full disk) removes what it left and ends in one line naming the last good
+    checkpoint."""
     import tensorflow as tf
 
     try:
         manager.save(checkpoint_number=step)
     except (OSError, tf.errors.OpError) as e:
-        folder = Path(run_dir) / CKPT_DIR
+        folder = Path(manager.directory)
         good = remove_partial_checkpoint(folder, step)
         last = (f"the last good checkpoint is {good}, continue from it with --resume once there is room"
                 if good else "there is no earlier checkpoint")

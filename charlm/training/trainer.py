@@ -41,6 +41,7 @@ from charlm.run.folder import check_new_folder
 from charlm.run.resources import MAX_STEPS_PER_CALL, check_training
 from charlm.run.signals import StopSignals
 from charlm.use.sampling import Sampler
+from charlm.training import finetune
 from charlm.data.splits import split_ids
 from charlm.data.vocab import Tokenizer, Vocabulary
 
@@ -81,10 +82,12 @@ class Trainer(ReplicaSteps):
     """
 
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, text: str, run_dir,
-                 resume: bool = False, log=_log, extra_info: dict | None = None, distribution=None):
+                 resume: bool = False, log=_log, extra_info: dict | None = None, distribution=None,
+                 origin: finetune.Origin | None = None):
         self.model_cfg, self.cfg = model_cfg, train_cfg
         self.run_dir = Path(run_dir)
         self.log = log
+        self.origin = origin            # --init-from: the run whose weights this one starts from
         self._setup_distribution(distribution)
         self._setup_data(text, resume)
         self._setup_model()
@@ -109,6 +112,8 @@ class Trainer(ReplicaSteps):
             ids = vocab.encode(text, what="corpus")
         else:
             vocab = Vocabulary.from_text(text)
+            if self.origin is not None:
+                vocab = finetune.joined_vocabulary(self.origin, vocab)
             ids = vocab.encode(text)
         self.vocab = vocab
         valid_ids, train_ids = split_ids(ids, train_cfg.valid_size, train_cfg.valid_split)
@@ -139,12 +144,25 @@ class Trainer(ReplicaSteps):
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
             self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed,
                                 compute_dtype=self.compute_dtype)
+            if self.origin is not None:
+                self._take_origin_weights()
             self.variables = list(self.model.trainable_variables)
             self.optimizer = make_optimizer(train_cfg, self.variables)
             b, h = train_cfg.batch_size, model_cfg.hidden
             self.carried = [(tf.Variable(tf.zeros([b, h]), trainable=False, name=f"h{i}"),
                              tf.Variable(tf.zeros([b, h]), trainable=False, name=f"c{i}"))
                             for i in range(model_cfg.layers)]
+
+    def _take_origin_weights(self):
+        """``--init-from``: RUN's weights, token rows matched by :func:`finetune.row_sources`."""
+        from charlm.run.checkpoint import load_model
+
+        old_model, old_tokenizer, info = load_model(self.origin.run_dir)
+        sources = finetune.row_sources(old_tokenizer, self.tokenizer)
+        kept = finetune.take_weights(self.model, old_model, sources)
+        self.origin_checkpoint = info["checkpoint_path"]
+        self.log(f"--init-from {self.origin.run_dir}: weights of {Path(self.origin_checkpoint).name}; "
+                 f"{kept:,} of {sources.size:,} tokens keep their rows, {sources.size - kept:,} new")
 
     def _setup_checkpointing(self, resume: bool, extra_info: dict | None):
         """What a checkpoint keeps beyond the model (cursors, dropout generator, seconds trained);
@@ -162,10 +180,18 @@ class Trainer(ReplicaSteps):
         self._scratch = None if self.is_chief else tempfile.mkdtemp(prefix="charlm-worker-")
         save_dir = self.run_dir / ckpt.CKPT_DIR if self.is_chief else Path(self._scratch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(save_dir), max_to_keep=3)
+        # --keep-best: the lowest validation loss's checkpoint, apart from the newest three
+        self.best_manager = self.best_loss = None
+        if train_cfg.keep_best and self.is_chief:
+            self.best_manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / ckpt.BEST_DIR),
+                                                           max_to_keep=1)
+            self.best_loss = (ckpt.read_best(self.run_dir) or {}).get("valid_loss", math.inf) if resume else math.inf
         if resume:
             self._restore()
         elif self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.origin is not None:
+                extra_info = {**(extra_info or {}), "init_from": self.origin.record(self.origin_checkpoint)}
             ckpt.write_run_config(self.run_dir, self.model_cfg, train_cfg, self.vocab, extra_info, self.tokenizer)
 
     def _setup_outputs(self):
@@ -270,14 +296,22 @@ class Trainer(ReplicaSteps):
         self.generator.cursors = self.cursors.numpy().copy()
         self.log(f"resumed {self.run_dir} at step {self.step}")
 
-    def save(self):
+    def save(self, manager=None):
         self.cursors.assign(self.generator.cursors)
         if getattr(self, "budget", None) is not None:
             self.seconds.assign(self.budget.used())
         if self.is_chief:
-            ckpt.save(self.manager, self.run_dir, self.step)
+            ckpt.save(manager or self.manager, self.run_dir, self.step)
         else:                   # a worker's scratch copy: its failure is the collective's
             self.manager.save(checkpoint_number=self.step)
+
+    def _keep_if_best(self, loss: float):
+        """``--keep-best``: a validation loss lower than any before saves ``best/``."""
+        if self.best_manager is None or not loss < self.best_loss:
+            return
+        self.save(self.best_manager)
+        ckpt.write_best(self.run_dir, self.step, loss)
+        self.best_loss = loss
 
     @property
     def step(self) -> int:
@@ -406,6 +440,7 @@ class Trainer(ReplicaSteps):
         budget.record("validation", time.perf_counter() - began)
         if score is not None:
             record.update(valid_perplexity=score.perplexity, valid_bpc=score.bits_per_char)
+            self._keep_if_best(score.nats_per_char)
         record["time"] = round(budget.used(), 3)     # the run's seconds, start-up included
         self.report.record(record)
         return record
@@ -437,24 +472,38 @@ def _load_corpus(spec):
 
 def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, preset: str = "ud730",
           text: str | None = None, log=_log, threads: int | None = None, distribute: str | None = None,
-          replicas: int | None = None, started: float | None = None, **overrides) -> TrainResult:
+          replicas: int | None = None, started: float | None = None, init_from=None,
+          **overrides) -> TrainResult:
     """Train a model (the ``train`` command).  ``overrides`` are ModelConfig/TrainConfig fields.
 
     A time limit counts from ``started`` (a ``time.perf_counter()``; default: this call).
 
     ``text`` trains on a string directly; otherwise ``corpus`` is a file path or dataset name.
     ``distribute`` is ``"mirrored"`` (``replicas`` devices) or ``"multi-worker"`` (``TF_CONFIG``);
-    see :mod:`charlm.training.distribute`.
+    see :mod:`charlm.training.distribute`.  ``init_from`` (a run folder) starts a new run from
+    that run's weights (:mod:`charlm.training.finetune`).
     """
     from charlm.training.distribute import setup as setup_distribution
     from charlm.runtime import auto_threads, set_threads
 
     started = time.perf_counter() if started is None else started
+    origin = None
+    if init_from is not None:
+        if resume:
+            raise CharlmError("--init-from starts a new run; --resume continues one: give one of them")
+        origin = finetune.open_origin(init_from)
+        overrides = finetune.shape_from(origin, overrides)
     model_cfg, train_cfg = _configs(preset, corpus, resume, checkpoint_dir, overrides)
+    if train_cfg.keep_best and train_cfg.valid_size == 0:
+        raise CharlmError("--keep-best keeps the checkpoint of the lowest validation loss: it needs "
+                          "--valid-size > 0")
     # threads and devices are fixed before TensorFlow runs its first op
     set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
     distribution = setup_distribution(distribute, replicas)
     chief = distribution is None or distribution.is_chief
+    if train_cfg.keep_best and distribution and distribution.mode == "multi-worker":
+        raise CharlmError("--keep-best is not available with --distribute multi-worker "
+                          "(a best checkpoint is saved by the chief alone)")
     if resume:
         run_dir = Path(checkpoint_dir)
         corpus_text = text if text is not None else _load_corpus(train_cfg.corpus)
@@ -477,7 +526,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     with run_folder.writing(run_dir, new=not resume, chief=chief):
         try:
             trainer = Trainer(model_cfg, train_cfg, corpus_text, run_dir, resume=resume, log=log,
-                              extra_info=info, distribution=distribution)
+                              extra_info=info, distribution=distribution, origin=origin)
             return trainer.run(started=started)
         except tf.errors.OpError as e:
             if distribution is None:
@@ -492,9 +541,10 @@ def _configs(preset: str, corpus, resume: bool, checkpoint_dir, overrides: dict)
     run's from its ``config.json``, where only the steps, the time limit and the precision may change."""
     steps, time_limit = overrides.pop("steps", None), overrides.pop("time_limit", None)
     precision = overrides.pop("precision", None)
+    keep_best = overrides.pop("keep_best", None)
     if not resume:
         return build_configs(preset, steps=steps, time_limit=time_limit, precision=precision,
-                             corpus=corpus, **overrides)
+                             corpus=corpus, keep_best=keep_best, **overrides)
     if checkpoint_dir is None:
         raise CharlmError("--resume needs --checkpoint-dir")
     info = ckpt.read_run_config(checkpoint_dir)
@@ -516,5 +566,7 @@ def _configs(preset: str, corpus, resume: bool, checkpoint_dir, overrides: dict)
         train_cfg.time_limit = time_limit
     if precision is not None:
         train_cfg.precision = precision
+    if keep_best is not None:
+        train_cfg.keep_best = keep_best
     train_cfg.validate()
     return model_cfg, train_cfg

@@ -4,7 +4,9 @@
 ``m.generate(prime=tf.constant("ROMEO:"), length=tf.constant(200), temperature=tf.constant(1.0))``
 returns a scalar string: the prime followed by exactly ``length`` generated characters (characters
 of the prime the model never saw are dropped), and ``m.score(text=...)`` the text's nats per
-character.  The vocabulary travels inside the graph as a lookup table; the sampling loop is the
+character.  ``generate`` also takes ``top_k`` (int32, 0: off), ``top_p`` (float32, 1: off) and
+``stop`` (a string, "": none; the text ends after its first occurrence), as ``charlm.sample``
+does; called from Python they may be left out.  The vocabulary travels inside the graph as a lookup table; the sampling loop is the
 one ``charlm.use.sampling`` uses.
 """
 from __future__ import annotations
@@ -89,8 +91,10 @@ class ExportedModel(tf.Module):
         return history.stack()[:, 0, :], state
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32),
-                                  tf.TensorSpec([], tf.float32)])
-    def generate(self, prime, length, temperature):
+                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.string)])
+    def generate(self, prime, length, temperature, top_k=tf.constant(0), top_p=tf.constant(1.0),
+                 stop=tf.constant("")):
         ids, tokens, leftover = self._prime(prime)
         if self.sparse:
             # a cut ending in a single character leaves it open, as charlm.use.sampling does
@@ -113,7 +117,10 @@ class ExportedModel(tf.Module):
         steps = self.tokenizer.sample_steps(length, tf.cast(odd, tf.int32))
         seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
         last = tf.reshape(logits[-1], [1, num])
-        out = sample_loop(self.model, last, state, steps, temperature, 0, seed, first_mask)[0][:, 0]
+        # a top_p outside (0, 1] keeps every token, as 1 does
+        top_p = tf.where(top_p > 0, top_p, 1.0)
+        out = sample_loop(self.model, last, state, steps, temperature, tf.maximum(top_k, 0), seed,
+                          first_mask, top_p=top_p)[0][:, 0]
         if self.sparse:
             chars = tf.reshape(tf.stack([tf.gather(self.first, out), tf.gather(self.second, out)], axis=1), [-1])
             chars = tf.boolean_mask(chars, chars >= 0)
@@ -125,7 +132,7 @@ class ExportedModel(tf.Module):
             chars = out
         chars = chars[:length]
         text = tf.concat([tf.gather(self.codes, ids), tf.gather(self.codes, chars)], axis=0)
-        return tf.strings.unicode_encode(text, "UTF-8")
+        return tf.strings.unicode_encode(until_stop(text, tf.size(ids), stop), "UTF-8")
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
     def score(self, text):
@@ -142,14 +149,29 @@ class ExportedModel(tf.Module):
         return nats / tf.cast(tf.maximum(tf.size(ids), 1), tf.float64)
 
 
-def export(checkpoint, output) -> Path:
-    """Write the run in ``checkpoint`` as a SavedModel at ``output`` (which must not exist)."""
+def until_stop(codes, start, stop):
+    """``codes`` (code points) cut after the first occurrence of ``stop`` that ends past ``start``
+    (in the generated text; it may begin in the prime), as charlm.use.sampling cuts a sample."""
+    stop = tf.strings.unicode_decode(stop, "UTF-8")
+    size = tf.size(stop)
+    # every window of the stop's length, the text padded so that there is at least one
+    frames = tf.signal.frame(tf.concat([codes, tf.fill([tf.maximum(size, 1)], -1)], 0),
+                             tf.maximum(size, 1), 1)
+    found = tf.reduce_all(tf.equal(frames, stop[None, :]), axis=1) & (tf.range(tf.shape(frames)[0]) + size > start)
+    end = tf.cond(tf.reduce_any(found) & (size > 0),
+                  lambda: tf.cast(tf.argmax(tf.cast(found, tf.int32)), tf.int32) + size, lambda: tf.size(codes))
+    return codes[:end]
+
+
+def export(checkpoint, output, best: bool = False) -> Path:
+    """Write the run in ``checkpoint`` (``best``: its ``best/`` checkpoint) as a SavedModel at
+    ``output`` (which must not exist)."""
     from charlm.run.checkpoint import load_model
 
     output = Path(output)
     if output.exists():
         raise CharlmError(f"{output} already exists; choose a new --output (nothing was overwritten)")
-    model, tokenizer, _ = load_model(checkpoint)
+    model, tokenizer, _ = load_model(checkpoint, best=best)
     module = ExportedModel(model, tokenizer)
     tmp = output.with_name(f".{output.name}.partial")
     if tmp.exists():

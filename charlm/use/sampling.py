@@ -1,23 +1,33 @@
 """Generating text from a model.
 
-The prime is read through the model in one call; then a compiled XLA while-loop picks a token,
-feeds it back, and repeats, for all ``num_samples`` sequences at once (they are rows of one
-batch, so several cost little more than one).  Picking draws one stateless uniform number per
-row, seeded by ``(seed, step)``, through the softmax's cumulative distribution: the same seed gives
-the same text.
+The prime is read through the model (in pieces of ``LOOP_STEPS`` tokens, so a long prime file
+costs no more memory than a short one); then a compiled XLA while-loop picks a token, feeds it
+back, and repeats, for all ``num_samples`` sequences at once (they are rows of one batch, so
+several cost little more than one).  Picking draws one stateless uniform number per row, seeded by
+``(seed, step)``, through the cumulative distribution of what the filters leave: the same seed
+gives the same text, however the loop is cut into calls.
 
-Temperature 0 means greedy (argmax) by design; ``top_k`` keeps only the k likeliest tokens.
+The filters, in this order: ``temperature`` divides the logits (0 means greedy, argmax, by
+design); ``top_k`` keeps the k likeliest tokens; ``top_p`` (nucleus sampling, Holtzman et al. 2019)
+keeps the smallest set of the likeliest tokens whose probability adds up to at least p, measured
+on the distribution the first two left.
+
+:meth:`Sampler.stream` yields the text as it comes: the loop runs in calls of about
+``CHUNK_SECONDS`` (the size follows the measured speed), so a reader sees text at once while each
+call still runs hundreds of steps.  ``stop`` strings end a row after their first occurrence.
 
 Bigram models emit two characters per token (a sparse bigram model's single-character tokens,
 one).  An odd prime leaves one character unread (in the sparse layout: a prime whose cut ends in a
 single character): the first pick is then restricted to the tokens that start with it, and only
 what follows it is emitted.  An odd length keeps only the first character of the last pair.  The
-prime followed by exactly ``length`` generated characters is returned.
+prime followed by exactly ``length`` generated characters (or fewer, up to a stop) is returned.
 """
 from __future__ import annotations
 
 import functools
 import os
+import time
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +38,10 @@ from charlm.data.vocab import Tokenizer
 
 # Tokens per compiled sampling call at most (its output buffer: one compile for every --length).
 LOOP_STEPS = 4096
+# A streamed call's target length in seconds (the brief: chunks of at most ~0.2 s); the first
+# call runs FIRST_CHUNK tokens, as its time includes compiling and tells nothing about the speed.
+CHUNK_SECONDS = 0.1
+FIRST_CHUNK = 16
 
 
 class Sampler:
@@ -39,34 +53,38 @@ class Sampler:
                                     reduce_retracing=True, autograph=False)
 
     def _read_prime(self, tokens, state):
-        logits, state = self.model.unroll(tokens, state)
+        logits, state = self.model.unroll(tokens, state, loop="inference")
         return logits[-1], state
 
     def generate(self, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
-                 seed: int | None = None, num_samples: int = 1, oov: str = "error") -> list[str]:
-        if length < 0:
-            raise CharlmError(f"--length must not be negative (got {length})")
-        if temperature < 0:
-            raise CharlmError(f"--temperature must be positive, or 0 for greedy (got {temperature})")
-        if top_k < 0:
-            raise CharlmError(f"--top-k must be 0 (off) or positive (got {top_k})")
-        if num_samples < 1:
-            raise CharlmError(f"--num-samples must be at least 1 (got {num_samples})")
+                 seed: int | None = None, num_samples: int = 1, oov: str = "error", top_p: float = 1.0,
+                 stop: Sequence[str] = ()) -> list[str]:
+        """``num_samples`` texts: the prime and ``length`` generated characters (or up to a stop)."""
+        texts = [""] * num_samples
+        for pieces in self.stream(prime, length, temperature, top_k, seed, num_samples, oov, top_p, stop,
+                                  chunk_seconds=None):
+            texts = [t + p for t, p in zip(texts, pieces)]
+        return texts
+
+    def stream(self, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
+               seed: int | None = None, num_samples: int = 1, oov: str = "error", top_p: float = 1.0,
+               stop: Sequence[str] = (), chunk_seconds: float | None = CHUNK_SECONDS) -> Iterator[list[str]]:
+        """The texts of :meth:`generate` as they are made: lists of one new piece per sample, the
+        first holding the prime.  ``chunk_seconds`` is how long one call may take (``None``: as
+        long as ``LOOP_STEPS`` tokens take, the fastest)."""
+        check_options(length, temperature, top_k, top_p, num_samples, stop)
+        stop = tuple(stop)
         tok = self.tokenizer
         model = self.model
         check_sampling(tok.num_tokens, model.config.hidden, model.config.layers, num_samples,
                        tok.sample_steps(length, opened=True))
-        if length == 0:
-            return [prime] * num_samples
         ids = tok.vocab.encode(prime, oov=oov, what="prime")
         prime_text = tok.vocab.decode(ids)
+        yield [prime_text] * num_samples
+        if length == 0:
+            return
         tokens, leftover = tok.prime_tokens(ids)
-        state = model.zero_state(num_samples)
-        if tokens.size:
-            batch = np.repeat(tokens.astype(np.int32)[:, None], num_samples, axis=1)
-            logits, state = self._prime_fn(tf.constant(batch), state)
-        else:
-            logits = tf.tile(model.out_b[None, :], [num_samples, 1])
+        logits, state = self._read(tokens, num_samples)
         first_mask = np.ones(tok.num_tokens, dtype=bool)
         if leftover.size:           # bigram with an odd prime: finish the open pair first
             first_mask = tok.starting_with(int(leftover[0]))
@@ -81,25 +99,85 @@ class Sampler:
         temperature = tf.constant(float(temperature), logits.dtype)
         seed = tf.constant(seed, tf.int64)
         mask = tf.constant(first_mask)
-        pieces, done = [], 0
-        while done < steps:
-            size = min(LOOP_STEPS, steps - done)
+        rows = [_Row(prime_text, length, stop, skip=1 if leftover.size else 0) for _ in range(num_samples)]
+        size = FIRST_CHUNK if chunk_seconds else LOOP_STEPS
+        done = 0
+        while done < steps and not all(r.ended for r in rows):
+            size = min(size, LOOP_STEPS, steps - done)
+            began = time.perf_counter()
             out, logits, state = self._loop_fn(logits, state, tf.constant(size, tf.int32), temperature,
                                                int(top_k), seed, mask, tf.constant(done, tf.int32),
-                                               capacity=LOOP_STEPS)
-            pieces.append(out.numpy()[:size])
-            done += size
-        out = np.concatenate(pieces)
-        texts = []
-        for row in out.T:
-            chars = tok.chars(row)
-            if leftover.size:
-                chars = chars[1:]    # the open pair's first character is the prime's last
-            texts.append(prime_text + tok.vocab.decode(chars[:length]))
-        return texts
+                                               capacity=LOOP_STEPS, top_p=float(top_p))
+            out = out.numpy()[:size]
+            if chunk_seconds and done:      # the call's speed sets the next call's length
+                per_token = (time.perf_counter() - began) / size
+                size = max(FIRST_CHUNK, min(4 * size, int(chunk_seconds / max(per_token, 1e-9))))
+            elif chunk_seconds:
+                size = 4 * FIRST_CHUNK
+            done += out.shape[0]
+            yield [r.add(tok.vocab.decode(tok.chars(column))) for r, column in zip(rows, out.T)]
+
+    def _read(self, tokens: np.ndarray, num_samples: int):
+        """The logits after the prime's tokens and the state they leave, ``num_samples`` times."""
+        model = self.model
+        state = model.zero_state(num_samples)
+        if not tokens.size:
+            return tf.tile(model.out_b[None, :], [num_samples, 1]), state
+        for start in range(0, tokens.size, LOOP_STEPS):
+            piece = tokens[start:start + LOOP_STEPS].astype(np.int32)
+            logits, state = self._prime_fn(tf.constant(np.repeat(piece[:, None], num_samples, axis=1)), state)
+        return logits, state
 
 
-def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mask, start=0, capacity=None):
+class _Row:
+    """One sample's text as it grows: cut at ``length`` characters and after the first stop."""
+
+    def __init__(self, prime: str, length: int, stop: tuple, skip: int = 0):
+        self.left = length
+        self.stop = stop
+        self.skip = skip                  # an open pair's first character: the prime's last one
+        self.longest = max((len(s) for s in stop), default=0)
+        self.tail = prime[len(prime) - self.longest + 1:] if self.longest > 1 else ""
+        self.ended = length == 0
+
+    def add(self, piece: str) -> str:
+        if self.ended:
+            return ""
+        piece = piece[self.skip:self.skip + self.left]
+        self.skip = 0
+        if self.stop:
+            # a stop may begin in the text before this piece: search the last len - 1 characters too
+            window = self.tail + piece
+            ends = [window.find(s) + len(s) for s in self.stop if s in window]
+            if ends:
+                piece = piece[:min(ends) - len(self.tail)]
+                self.ended = True
+            self.tail = window[len(window) - self.longest + 1:] if self.longest > 1 else ""
+        self.left -= len(piece)
+        self.ended = self.ended or self.left <= 0
+        return piece
+
+
+def check_options(length, temperature, top_k, top_p, num_samples, stop):
+    """One line for each value sampling cannot take."""
+    if length < 0:
+        raise CharlmError(f"--length must not be negative (got {length})")
+    if not temperature >= 0:
+        raise CharlmError(f"--temperature must be positive, or 0 for greedy (got {temperature})")
+    if top_k < 0:
+        raise CharlmError(f"--top-k must be 0 (off) or positive (got {top_k})")
+    if not 0 < top_p <= 1:
+        raise CharlmError(f"--top-p must be in (0, 1]; 1 keeps every token (got {top_p})")
+    if num_samples < 1:
+        raise CharlmError(f"--num-samples must be at least 1 (got {num_samples})")
+    if isinstance(stop, str):
+        raise CharlmError("stop must be a list of strings, not one string")
+    if any(not s for s in stop):
+        raise CharlmError("--stop must not be empty (an empty text would stop before the first character)")
+
+
+def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mask, start=0, capacity=None,
+                top_p=1.0):
     """``steps`` tokens per row, each fed back in: ``([steps or capacity, batch] int32, logits, state)``.
 
     ``first_mask`` ``[num_tokens]`` limits the pick of token 0 (an odd bigram prime's open pair);
@@ -112,7 +190,7 @@ def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mas
     def body(i, logits, state, out):
         allowed = tf.logical_or(start + i > 0, first_mask)[None, :]
         logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
-        token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(start + i, tf.int64)]))
+        token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(start + i, tf.int64)]), top_p)
         logits, state = model.step(weights, token, state)
         return i + 1, logits, state, out.write(i, token)
 
@@ -120,33 +198,76 @@ def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mas
     return out.stack(), logits, state
 
 
-def pick(logits, temperature, top_k, seed):
-    """One token per row: greedy at temperature 0, else a draw from the softmax at ``1/T``."""
-    def keep_top_k():
+def _known(value) -> bool:
+    """A Python number (known when tracing: the filter it turns off is left out of the loop)."""
+    return isinstance(value, (int, float))
+
+
+def filtered_logits(logits, temperature, top_k, top_p=1.0):
+    """``logits / T`` with the tokens outside the top k, then outside the nucleus p, at -inf."""
+    minus_inf = tf.constant(-np.inf, logits.dtype)
+    logits = logits / tf.maximum(temperature, 1e-30)
+
+    def keep_top_k(logits):
         k = tf.minimum(top_k, tf.shape(logits)[-1])
         kth = tf.gather(tf.sort(logits, direction="DESCENDING"), k - 1, axis=-1)[:, None]
-        return tf.where(logits < kth, tf.constant(-np.inf, logits.dtype), logits)
+        return tf.where(logits < kth, minus_inf, logits)
 
-    if isinstance(top_k, int):          # known when tracing: no conditional inside the loop
-        logits = keep_top_k() if top_k > 0 else logits
+    def keep_nucleus(logits):
+        # the smallest set of likeliest tokens holding p: those whose likelier ones hold less than p
+        probs = tf.nn.softmax(logits, axis=-1)
+        ranked = tf.sort(probs, direction="DESCENDING")
+        before = tf.cumsum(ranked, axis=-1, exclusive=True)
+        count = tf.maximum(tf.reduce_sum(tf.cast(before < top_p, tf.int32), axis=-1), 1)
+        least = tf.gather(ranked, count - 1, axis=-1, batch_dims=1)[:, None]
+        return tf.where(probs < least, minus_inf, logits)
+
+    if _known(top_k):
+        logits = keep_top_k(logits) if top_k > 0 else logits
     else:
-        logits = tf.cond(top_k > 0, keep_top_k, lambda: logits)
+        logits = tf.cond(top_k > 0, lambda: keep_top_k(logits), lambda: logits)
+    if _known(top_p):
+        return keep_nucleus(logits) if top_p < 1 else logits
+    return tf.cond(top_p < 1, lambda: keep_nucleus(logits), lambda: logits)
+
+
+def pick(logits, temperature, top_k, seed, top_p=1.0):
+    """One token per row: greedy at temperature 0, else a draw from what :func:`filtered_logits` leaves."""
     # Inverse-CDF draw: one uniform number per row (not one per token, as Gumbel-max needs).
-    probs = tf.nn.softmax(logits / tf.maximum(temperature, 1e-30), axis=-1)
+    filtered = filtered_logits(logits, temperature, top_k, top_p)
+    probs = tf.nn.softmax(filtered, axis=-1)
     cdf = tf.cumsum(probs, axis=-1)
     u = tf.random.stateless_uniform(tf.shape(logits)[:1], seed=seed, dtype=logits.dtype) * cdf[:, -1]
     drawn = tf.minimum(tf.reduce_sum(tf.cast(cdf <= u[:, None], tf.int32), axis=-1), tf.shape(logits)[-1] - 1)
     # an index past the last allowed token can only come from rounding: step back to an allowed one
     drawn = tf.where(tf.gather(probs, drawn, batch_dims=1) > 0, drawn,
-                     tf.argmax(logits, axis=-1, output_type=tf.int32))
+                     tf.argmax(filtered, axis=-1, output_type=tf.int32))
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, drawn, greedy)
 
 
-def sample(checkpoint, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
-           seed: int | None = None, num_samples: int = 1, oov: str = "error") -> list[str]:
-    """Load the run in ``checkpoint`` and generate ``num_samples`` texts."""
+def sample(checkpoint, prime: str = "", length: int = 100, temperature: float | Sequence[float] = 1.0,
+           top_k: int = 0, seed: int | None = None, num_samples: int = 1, oov: str = "error",
+           top_p: float = 1.0, stop: Sequence[str] = (), stream: bool = False, best: bool = False):
+    """Load the run in ``checkpoint`` (its ``best/`` checkpoint with ``best``) and generate
+    ``num_samples`` texts for each temperature (a list of them, temperature by temperature).
+
+    ``stream=True`` returns a generator instead: for one temperature, lists of one new piece per
+    sample (the first holds the prime), as :meth:`Sampler.stream` makes them.
+    """
     from charlm.run.checkpoint import load_model
 
-    model, tokenizer, _ = load_model(checkpoint)
-    return Sampler(model, tokenizer).generate(prime, length, temperature, top_k, seed, num_samples, oov)
+    temperatures = [temperature] if _known(temperature) else list(temperature)
+    if not temperatures:
+        raise CharlmError("give at least one temperature")
+    if stream and len(temperatures) > 1:
+        raise CharlmError("stream one temperature at a time")
+    for t in temperatures:       # before the model is loaded: a bad value costs nothing
+        check_options(length, t, top_k, top_p, num_samples, stop)
+    model, tokenizer, _ = load_model(checkpoint, best=best)
+    sampler = Sampler(model, tokenizer)
+    options = dict(prime=prime, length=length, top_k=top_k, seed=seed, num_samples=num_samples, oov=oov,
+                   top_p=top_p, stop=stop)
+    if stream:
+        return sampler.stream(temperature=temperatures[0], **options)
+    return [text for t in temperatures for text in sampler.generate(temperature=t, **options)]

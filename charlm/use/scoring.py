@@ -157,8 +157,9 @@ def _next_pow2(n: int) -> int:
 
 
 def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov: str = "error",
-             streams: int | None = None, precision: str = "auto") -> tuple[Score, Tokenizer]:
-    """Score ``text`` (or the run's ``valid``/``train`` split) with the run in ``checkpoint``.
+             streams: int | None = None, precision: str = "auto", best: bool = False) -> tuple[Score, Tokenizer]:
+    """Score ``text`` (or the run's ``valid``/``train`` split) with the run in ``checkpoint``
+    (``best``: its ``best/`` checkpoint).
 
     ``streams`` (default: by length) and ``precision`` as for :class:`Scorer` and ``train``.
     """
@@ -168,7 +169,7 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
 
     if streams is not None and streams < 1:
         raise CharlmError(f"--streams must be at least 1 (got {streams})")
-    model, tokenizer, info = load_model(checkpoint)
+    model, tokenizer, info = load_model(checkpoint, best=best)
     scorer = Scorer(model, tokenizer, streams=streams, compute=compute_dtype(precision, model.config.hidden)[0])
     if text is None:
         from charlm.data.corpora import load_corpus
