@@ -128,6 +128,12 @@ class Vocabulary:
             present = np.unique(codes)
         return cls("".join(chr(int(c)) for c in present))
 
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> "Vocabulary":
+        """The vocabulary of a text streamed in pieces: ``counts[c]`` is how often code point ``c``
+        occurs (:mod:`charlm.data.prepared` adds them up chunk by chunk)."""
+        return cls("".join(chr(int(c)) for c in np.nonzero(counts)[0]))
+
     def __len__(self) -> int:
         return self.size
 
