@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from charlm.data import corpora
+from charlm.data.splits import join, split_ranges
 from charlm.data.vocab import CHUNK, Tokenizer, Vocabulary, _codepoints, byte_counts
 from charlm.errors import CharlmError
 from charlm.runtime import cache_home
@@ -129,14 +131,16 @@ def _locked(root: Path, name: str):
 
 
 def prepare(corpus, separator: str = "\n", skip_bad_files: bool = False, vocabulary: Vocabulary | None = None,
-            oov: str = "error", root=None, progress: bool = True, log=None, files=None) -> Prepared:
+            oov: str = "error", root=None, progress: bool = True, log=None, files=None,
+            what: str | None = None) -> Prepared:
     """The prepared corpus of ``corpus`` (one spec or a list: files, folders, globs, dataset names),
     made now if it is not ready.
 
     The files are joined by ``separator``.  ``skip_bad_files``: a file that is not UTF-8 text is
     left out (and counted) instead of stopping with a line naming it.  ``vocabulary``: encode with
     this one (a resumed run's, a model's), ``oov`` saying what to do with characters outside it;
-    else the vocabulary is the corpus's characters.  ``log`` receives a line when it prepares.
+    else the vocabulary is the corpus's characters.  ``log`` receives a line when it prepares;
+    ``what`` names the text in the line about characters outside ``vocabulary`` (default: the file).
     """
     files = files if files is not None else corpora.corpus_files(corpus, progress=progress)
     stats = _stats(files)
@@ -156,7 +160,7 @@ def prepare(corpus, separator: str = "\n", skip_bad_files: bool = False, vocabul
         if log is not None:
             log(f"preparing the corpus ({len(files)} file{'s' * (len(files) != 1)}, "
                 f"{sum(s[1] for s in stats) / 1e6:,.1f} MB on disk) in {folder}")
-        _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, root, folder, progress)
+        _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, root, folder, progress, what)
         prepared = _open(folder, fresh=True, seconds=time.perf_counter() - began)
     if prepared is None:
         raise CharlmError(f"the prepared corpus in {folder} cannot be read back")
@@ -178,11 +182,17 @@ def _remove_stale(root: Path, name: str, stats):
             shutil.rmtree(other, ignore_errors=True)     # a reader's open map stays valid
 
 
+def _tty() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
 class _Progress:
     """Bytes read from disk in both passes, on one bar."""
 
     def __init__(self, label: str, total: int, show: bool):
-        self.bar = corpora._ProgressBar(label, max(total, 1)) if show else None
+        # on a terminal only: elsewhere the caller's log line says what is being prepared
+        self.bar = corpora._ProgressBar(label, max(total, 1)) if show and _tty() else None
         self.done = 0
 
     def update(self, counter):
@@ -215,7 +225,7 @@ def _count(path: Path, progress: _Progress) -> np.ndarray:
     return local
 
 
-def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, root, folder, show):
+def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, root, folder, show, what):
     passes = 1 if vocabulary is not None else 2
     total = sum(s[1] for s in stats)
     progress = _Progress(f"preparing {files[0].name if len(files) == 1 else f'{len(files)} files'}",
@@ -245,11 +255,15 @@ def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, r
                                   + (" ..." if len(files) > 3 else ""))
             vocabulary = Vocabulary.from_counts(counts)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=root))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)          # readable by every user, as a cache folder is
         try:
             entries, characters = _write_ids(good, stats, vocabulary, oov, skip_bad_files, separator, tmp,
-                                             progress, skipped)
+                                             progress, skipped, what)
             if characters == 0:
-                raise CharlmError(f"corpus is empty (no characters left to train on): {files[0]}")
+                raise CharlmError(f"no characters left to score after skipping unknown ones ({files[0]})" if oov == "skip"
+                                  else f"corpus is empty: {files[0]}")
             meta = {**settings, "stats": stats, "files": entries, "skipped": skipped,
                     "vocab": vocabulary.chars, "dtype": vocabulary.dtype.name, "characters": characters}
             _write_json(tmp / META_FILE, meta)
@@ -267,7 +281,7 @@ def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, r
         progress.finish(ok)
 
 
-def _write_ids(good, stats, vocabulary, oov, skip_bad_files, separator, tmp, progress, skipped):
+def _write_ids(good, stats, vocabulary, oov, skip_bad_files, separator, tmp, progress, skipped, what):
     """Pass 2: every good file's ids, appended to ``ids.bin``: ``(one entry per file with its place
     and sha256, characters in all)``."""
     sizes = {str(path): size for path, size, _ in stats}
@@ -283,7 +297,7 @@ def _write_ids(good, stats, vocabulary, oov, skip_bad_files, separator, tmp, pro
                     out.write(memoryview(sep_ids))
                 start = out.tell()
                 for text in corpora.iter_text(path, READ_BYTES, counter_out=counter, digest=digest):
-                    out.write(memoryview(vocabulary.encode(text, oov=oov, what=str(path))))
+                    out.write(memoryview(vocabulary.encode(text, oov=oov, what=what or str(path))))
                     progress.update(counter[0])
             except corpora.NotText as e:
                 if not skip_bad_files:
@@ -315,3 +329,133 @@ def _fsync_dir(path: Path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def prepare_for(corpus, vocabulary: Vocabulary, separator: str = "\n", skip_bad_files: bool = False,
+                oov: str = "error", what: str = "corpus", **options) -> Prepared:
+    """The corpus prepared in ``vocabulary`` (a resumed run's, a model's): its usual preparation
+    when that has the same characters (the run's own corpus), else one encoded in ``vocabulary``."""
+    prepared = prepare(corpus, separator, skip_bad_files, **options)
+    if prepared.vocab == vocabulary:
+        return prepared
+    return prepare(corpus, separator, skip_bad_files, vocabulary=vocabulary, oov=oov, what=what, **options)
+
+
+def split(prepared: Prepared, valid_size: int, how: str):
+    """``(validation ids in memory, training ranges)`` of a prepared corpus (charlm.data.splits)."""
+    valid, train = split_ranges(prepared.characters, valid_size, how)
+    return np.array(join(prepared.ids, valid)), train
+
+
+def _pieces(ids, ranges, size: int = CHUNK):
+    for a, b in ranges:
+        for start in range(a, b, size):
+            yield ids[start:min(start + size, b)]
+
+
+def cut_tokens(tokenizer: Tokenizer, pieces, write) -> np.ndarray:
+    """The tokens of the character ids in ``pieces`` (one text, in order) passed to ``write``
+    piece by piece, exactly as ``tokenizer.tokens`` cuts the whole text; returns the character
+    ids :meth:`Tokenizer.leftover` leaves over.
+
+    A bigram cut of a piece is the whole text's cut except at the piece's end: a dense layout keeps
+    the odd character for the next piece, and the sparse one a final single character (the whole
+    text might pair it with the next piece's first one; everything before it is decided the same).
+    """
+    carry = None
+    for piece in pieces:
+        ids = piece if carry is None else np.concatenate([carry, piece])
+        carry = None
+        if tokenizer.kind == "char":
+            write(tokenizer.tokens(ids))
+        elif not tokenizer.sparse:
+            even = ids.size // 2 * 2
+            write(tokenizer.tokens(ids[:even]))
+            carry = np.array(ids[even:]) if even < ids.size else None
+        else:
+            tokens = tokenizer.tokens(ids)
+            if tokens.size and tokens[-1] < tokenizer.vocab.size:
+                write(tokens[:-1])
+                carry = np.array(ids[-1:])
+            else:
+                write(tokens)
+    if carry is None:
+        return np.zeros(0, dtype=tokenizer.vocab.dtype)
+    if tokenizer.sparse:
+        write(tokenizer.tokens(carry))
+    return tokenizer.leftover(carry)
+
+
+def token_file(prepared: Prepared, tokenizer: Tokenizer, ranges):
+    """``(token ids, leftover character ids)`` of the ranges of a prepared corpus read as one text:
+    a view of the character ids when that is what they are, else a ``tokens-*.bin`` made once."""
+    ids = prepared.ids
+    ranges = [(int(a), int(b)) for a, b in ranges if b > a]
+    if tokenizer.kind == "char" and len(ranges) == 1 and tokenizer.dtype == ids.dtype:
+        return ids[ranges[0][0]:ranges[0][1]], ids[:0]
+    name = f"tokens-{_digest([tokenizer.kind, tokenizer.to_dict(), ranges])[:16]}"
+    folder = prepared.folder
+    found = _open_tokens(folder, name, tokenizer)
+    if found is not None:
+        return found
+    with _locked(folder, name):
+        found = _open_tokens(folder, name, tokenizer)
+        if found is not None:
+            return found
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.part-", dir=folder)
+        ok = False
+        try:
+            with os.fdopen(fd, "wb") as out:
+                leftover = cut_tokens(tokenizer, _pieces(ids, ranges),
+                                      lambda t: out.write(memoryview(np.ascontiguousarray(t, tokenizer.dtype))))
+                count = out.tell() // tokenizer.dtype.itemsize
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, folder / f"{name}.bin")
+            _write_json(folder / f".{name}.json.part", {"tokens": count, "dtype": tokenizer.dtype.name,
+                                                        "leftover": leftover.tolist()})
+            os.replace(folder / f".{name}.json.part", folder / f"{name}.json")
+            ok = True
+        except OSError as e:
+            raise CharlmError(f"cannot write the token ids in {folder}: {e.strerror or e} "
+                              f"({shutil.disk_usage(folder).free / 1e6:,.1f} MB free); nothing was kept") from None
+        finally:
+            if not ok:
+                for leftover_file in (tmp, folder / f".{name}.json.part"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(leftover_file)
+    found = _open_tokens(folder, name, tokenizer)
+    if found is None:
+        raise CharlmError(f"the token ids in {folder / name}.bin cannot be read back")
+    return found
+
+
+def _open_tokens(folder: Path, name: str, tokenizer: Tokenizer):
+    try:
+        meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        if not meta["tokens"]:
+            return np.zeros(0, tokenizer.dtype), np.array(meta["leftover"], dtype=tokenizer.vocab.dtype)
+        tokens = np.memmap(folder / f"{name}.bin", dtype=tokenizer.dtype, mode="r", shape=(meta["tokens"],))
+    except (OSError, ValueError, KeyError):
+        return None
+    return tokens, np.array(meta["leftover"], dtype=tokenizer.vocab.dtype)
+
+
+@contextlib.contextmanager
+def streamed_text(path, tokenizer: Tokenizer, oov: str = "error", root=None):
+    """``(prepared text, token ids, leftover ids)`` of one file in a model's vocabulary, streamed
+    into a scratch folder (removed afterwards) so that a text of any size is scored from disk."""
+    root = prepared_root(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".text-", dir=root))
+    except OSError as e:
+        raise CharlmError(f"cannot write to the prepared-corpus folder {root}: {e.strerror or e} "
+                          f"(set {PREPARED_DIR_ENV} to another folder)") from None
+    try:
+        prepared = prepare([path], vocabulary=tokenizer.vocab, oov=oov, root=scratch, progress=False,
+                           what="evaluation text", files=[Path(path).expanduser().resolve()])
+        tokens, leftover = token_file(prepared, tokenizer, [(0, prepared.characters)])
+        yield prepared, tokens, leftover
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
