@@ -347,7 +347,8 @@ def split(prepared: Prepared, valid_size: int, how: str):
     return np.array(join(prepared.ids, valid)), train
 
 
-def _pieces(ids, ranges, size: int = CHUNK):
+def _pieces(ids, ranges, size: int | None = None):
+    size = size or CHUNK
     for a, b in ranges:
         for start in range(a, b, size):
             yield ids[start:min(start + size, b)]
