@@ -185,7 +185,7 @@ def test_training_on_a_prepared_corpus_is_training_on_its_text(tmp_path):
     text = make_text(20000, seed=7, sentences=True)
     path = tmp_path / "corpus.txt"
     path.write_text(text)
-    common = dict(kind="bigram", hidden=16, embedding_size=8, batch_size=4, unrollings=5, log_every=2,
+    common = dict(kind="bigram", hidden=16, embedding_size=8, batch_size=4, unrollings=21, log_every=2,
                   sample_every=0, valid_size=600, valid_split="spread", checkpoint_every=2, log=lambda line: None)
     mapped = train(corpus=str(path), checkpoint_dir=tmp_path / "mapped", steps=4, **common)
     plain = train(text=text, checkpoint_dir=tmp_path / "plain", steps=6, **common)
