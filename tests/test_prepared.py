@@ -6,6 +6,7 @@ import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,13 @@ def test_a_folder_is_its_files_in_sorted_order_joined_by_the_separator(books, tm
     assert text_of(glob) == texts["b/c.txt.gz"] + "<|>" + texts["a.txt"]
     with pytest.raises(CharlmError, match="no files match the corpus pattern"):
         prepare(str(root / "*.md"), root=tmp_path / "cache")
+    # the command line: several corpora, and a separator with a backslash escape
+    proc = subprocess.run([*CLI, "prepare", str(root / "b.txt"), str(root / "a.txt"), "--separator", "\\t|"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CHARLM_PREPARED_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    made = prepared._open(Path(json.loads(proc.stdout.strip().splitlines()[-1])["folder"]))
+    assert text_of(made) == texts["b.txt"] + "\t|" + texts["a.txt"]
 
 
 def test_a_bad_file_is_named_or_skipped_and_counted(books, tmp_path):
