@@ -208,3 +208,20 @@ def test_training_on_a_prepared_corpus_is_training_on_its_text(tmp_path):
     streamed, _ = evaluate(tmp_path / "mapped", text_file=tmp_path / "held.txt")
     in_memory, _ = evaluate(tmp_path / "mapped", text=held)
     assert streamed == in_memory
+
+
+@pytest.mark.parametrize("separator", ["\n", "", "§"])
+def test_pieces_of_a_few_bytes_give_the_joined_text(tmp_path, monkeypatch, separator):
+    """Files read 7 bytes at a time: ids written while the vocabulary is counted stay only if no
+    later piece (or the separator) brings another character; either way the text is the joined one."""
+    monkeypatch.setattr(prepared, "READ_BYTES", 7)
+    texts = {"1.txt": "abab ba ab", "2.txt": "", "3.txt": "baa b", "4.bin": "ab\0", "5.txt": "ab ζ ba"}
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    for names in (["1.txt", "3.txt"], ["1.txt", "2.txt", "4.bin", "3.txt"], ["3.txt", "5.txt", "1.txt"]):
+        corpus = prepare([tmp_path / n for n in names], separator=separator, skip_bad_files=True,
+                         root=tmp_path / "cache")
+        kept = [n for n in names if n != "4.bin"]
+        assert text_of(corpus) == separator.join(texts[n] for n in kept)
+        assert corpus.vocab.chars == "".join(sorted(set(text_of(corpus)) | set(separator * (len(kept) > 1))))
+        assert [f["characters"] for f in corpus.meta["files"]] == [len(texts[n]) for n in kept]

@@ -207,63 +207,157 @@ class _Progress:
             self.bar.finish(ok)
 
 
-def _count(path: Path, progress: _Progress) -> np.ndarray:
-    """How often each code point occurs in one file (raises corpora.NotText)."""
+def _piece_counts(codes: np.ndarray) -> np.ndarray:
+    """How often each code point occurs in a piece (indexed by code point)."""
+    if codes.dtype == np.uint8:
+        return byte_counts(codes)
     local = np.zeros(256, dtype=np.int64)
-    counter = []
-    for text in corpora.iter_text(path, READ_BYTES, counter_out=counter):
-        codes = _codepoints(text)
-        if codes.dtype == np.uint8:
-            local[:256] += byte_counts(codes)
-        else:
-            for start in range(0, codes.size, CHUNK):
-                found = np.bincount(codes[start:start + CHUNK])
-                if found.size > local.size:
-                    local = np.concatenate([local, np.zeros(found.size - local.size, np.int64)])
-                local[:found.size] += found
-        progress.update(counter[0])
+    for start in range(0, codes.size, CHUNK):
+        found = np.bincount(codes[start:start + CHUNK])
+        if found.size > local.size:
+            local = np.concatenate([local, np.zeros(found.size - local.size, np.int64)])
+        local[:found.size] += found
     return local
 
 
+class _Writer:
+    """``ids.bin`` as it is appended to, file by file, in one vocabulary."""
+
+    def __init__(self, path: Path, vocab: Vocabulary, oov: str, what: str | None):
+        self.out = open(path, "wb")
+        self.vocab, self.oov, self.what = vocab, oov, what
+        self.entries = []
+
+    def begin(self, separator_ids):
+        self.before = self.out.tell()
+        if self.entries and separator_ids is not None:
+            self.out.write(memoryview(separator_ids))
+        self.start = self.out.tell()
+
+    def write(self, text: str, path: Path):
+        self.out.write(memoryview(self.vocab.encode(text, oov=self.oov, what=self.what or str(path))))
+
+    def drop(self):
+        self.out.seek(self.before)
+        self.out.truncate()
+
+    def end(self, path: Path, size: int):
+        item = self.vocab.dtype.itemsize
+        self.entries.append({"path": str(path), "size": size, "start": self.start // item,
+                             "characters": (self.out.tell() - self.start) // item})
+
+    def close(self) -> int:
+        self.out.flush()
+        os.fsync(self.out.fileno())
+        self.out.close()
+        return self.entries[-1]["start"] + self.entries[-1]["characters"] if self.entries else 0
+
+
+def _read(files, stats, progress, skipped, skip_bad_files, separator, counts=None, writer=None,
+          speculate=None):
+    """One read of the files: ``(the files that are text, their sha256s, the writer if it is
+    still writing)``.
+
+    ``counts``: add each text file's characters to it (pass 1).  ``writer``: append each piece's
+    ids (pass 2).  ``speculate``: pass 1 also writes the ids, in the vocabulary of the first piece,
+    into ``ids.bin`` in this folder, for as long as every piece holds no other characters; if the
+    whole corpus's vocabulary turns out to be that one, those ids are the ids, and pass 2 (a
+    second read of the files from disk) is not needed.
+    """
+    good, digests = [], {}
+    known = None
+    for path, (_, size, _) in zip(files, stats):
+        counter, digest = [], hashlib.sha256()
+        local = np.zeros(256, dtype=np.int64) if counts is not None else None
+
+        def begin(writer):
+            """The file's start in ids.bin, after the separator: ``(writer or None, began)``."""
+            sep = _codepoints(separator) if separator and good else None
+            if sep is not None and known is not None and not known[sep.astype(np.int64)].all():
+                writer.out.close()              # the separator is outside the first piece's characters
+                return None, False
+            writer.begin(None if sep is None else writer.vocab.encode(separator, what="the --separator"))
+            return writer, True
+
+        writer, began = begin(writer) if writer is not None else (None, False)
+        try:
+            for text in corpora.iter_text(path, READ_BYTES, counter_out=counter, digest=digest):
+                if local is not None:
+                    found = _piece_counts(_codepoints(text))
+                    if found.size > local.size:
+                        local = np.concatenate([local, np.zeros(found.size - local.size, np.int64)])
+                    local[:found.size] += found
+                    if speculate is not None and writer is None and known is None:
+                        writer = _Writer(speculate / IDS_FILE, Vocabulary.from_counts(found), "error", None)
+                        known = np.zeros(_CODE_POINTS, dtype=bool)
+                        known[np.nonzero(found)[0]] = True
+                    if known is not None and writer is not None and found[~known[:found.size]].any():
+                        writer.out.close()          # another character: the ids need pass 2
+                        writer = None
+                if writer is not None and not began:
+                    writer, began = begin(writer)
+                if writer is not None:
+                    writer.write(text, path)
+                progress.update(counter[0])
+        except corpora.NotText as e:
+            if not skip_bad_files:
+                raise CharlmError(f"{e} (--skip-bad-files leaves such files out)") from None
+            skipped.append({"path": str(path), "why": str(e)})
+            if writer is not None and began:
+                writer.drop()
+            continue
+        finally:
+            progress.file_done(size)
+        if local is not None:
+            counts[:local.size] += local
+        if writer is not None:
+            writer.end(path, size)
+        good.append(path)
+        digests[str(path)] = digest.hexdigest()
+    return good, digests, writer
+
+
 def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, root, folder, show, what):
-    passes = 1 if vocabulary is not None else 2
     total = sum(s[1] for s in stats)
     progress = _Progress(f"preparing {files[0].name if len(files) == 1 else f'{len(files)} files'}",
-                         total * passes, show)
+                         total * (1 if vocabulary is not None else 2), show)
     ok = False
-    skipped, good = [], list(files)
+    skipped = []
+    tmp = None
     try:
-        if vocabulary is None:                  # pass 1: the vocabulary
-            counts = np.zeros(_CODE_POINTS, dtype=np.int64)
-            good = []
-            for path, (_, size, _) in zip(files, stats):
-                try:
-                    local = _count(path, progress)
-                except corpora.NotText as e:
-                    if not skip_bad_files:
-                        raise CharlmError(f"{e} (--skip-bad-files leaves such files out)") from None
-                    skipped.append({"path": str(path), "why": str(e)})
-                else:
-                    counts[:local.size] += local
-                    good.append(path)
-                progress.file_done(size)
-            if len(good) > 1 and separator:
-                for code in _codepoints(separator):
-                    counts[int(code)] += len(good) - 1
-            if not counts.any():
-                raise CharlmError(f"corpus is empty: {', '.join(str(f) for f in files[:3])}"
-                                  + (" ..." if len(files) > 3 else ""))
-            vocabulary = Vocabulary.from_counts(counts)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=root))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)          # readable by every user, as a cache folder is
         try:
-            entries, characters = _write_ids(good, stats, vocabulary, oov, skip_bad_files, separator, tmp,
-                                             progress, skipped, what)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=root))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)          # readable by every user, as a cache folder is
+            if vocabulary is None:
+                counts = np.zeros(_CODE_POINTS, dtype=np.int64)
+                good, digests, writer = _read(files, stats, progress, skipped, skip_bad_files, separator,
+                                              counts=counts, speculate=tmp)
+                if len(good) > 1 and separator:
+                    for code in _codepoints(separator):
+                        counts[int(code)] += len(good) - 1
+                if not counts.any():
+                    raise CharlmError(f"corpus is empty: {', '.join(str(f) for f in files[:3])}"
+                                      + (" ..." if len(files) > 3 else ""))
+                vocabulary = Vocabulary.from_counts(counts)
+                if writer is not None and writer.vocab == vocabulary:
+                    progress.done = total * 2
+                else:                           # pass 2
+                    if writer is not None:
+                        writer.out.close()
+                    writer = _Writer(tmp / IDS_FILE, vocabulary, oov, what)
+                    _read(good, [s for s in stats if Path(s[0]) in set(good)], progress, skipped,
+                          skip_bad_files, separator, writer=writer)
+            else:
+                writer = _Writer(tmp / IDS_FILE, vocabulary, oov, what)
+                good, digests, _ = _read(files, stats, progress, skipped, skip_bad_files, separator,
+                                         writer=writer)
+            characters = writer.close()
             if characters == 0:
-                raise CharlmError(f"no characters left to score after skipping unknown ones ({files[0]})" if oov == "skip"
-                                  else f"corpus is empty: {files[0]}")
+                raise CharlmError(f"no characters left to score after skipping unknown ones ({files[0]})"
+                                  if oov == "skip" else f"corpus is empty: {files[0]}")
+            entries = [{**e, "sha256": digests[e["path"]]} for e in writer.entries]
             meta = {**settings, "stats": stats, "files": entries, "skipped": skipped,
                     "vocab": vocabulary.chars, "dtype": vocabulary.dtype.name, "characters": characters}
             _write_json(tmp / META_FILE, meta)
@@ -275,45 +369,10 @@ def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, r
             raise CharlmError(f"cannot prepare the corpus in {root}: {e.strerror or e} "
                               f"({free / 1e6:,.1f} MB free); nothing was kept") from None
         finally:
-            if not ok:
+            if not ok and tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
     finally:
         progress.finish(ok)
-
-
-def _write_ids(good, stats, vocabulary, oov, skip_bad_files, separator, tmp, progress, skipped, what):
-    """Pass 2: every good file's ids, appended to ``ids.bin``: ``(one entry per file with its place
-    and sha256, characters in all)``."""
-    sizes = {str(path): size for path, size, _ in stats}
-    sep_ids = vocabulary.encode(separator, what="the --separator") if separator and len(good) > 1 else None
-    entries = []
-    with open(tmp / IDS_FILE, "wb") as out:
-        for path in good:
-            before = out.tell()
-            digest = hashlib.sha256()
-            counter = []
-            try:
-                if entries and sep_ids is not None:
-                    out.write(memoryview(sep_ids))
-                start = out.tell()
-                for text in corpora.iter_text(path, READ_BYTES, counter_out=counter, digest=digest):
-                    out.write(memoryview(vocabulary.encode(text, oov=oov, what=what or str(path))))
-                    progress.update(counter[0])
-            except corpora.NotText as e:
-                if not skip_bad_files:
-                    raise CharlmError(f"{e} (--skip-bad-files leaves such files out)") from None
-                out.seek(before)                # the file changed since pass 1, or pass 1 was skipped
-                out.truncate()
-                skipped.append({"path": str(path), "why": str(e)})
-                continue
-            finally:
-                progress.file_done(sizes[str(path)])
-            item = vocabulary.dtype.itemsize
-            entries.append({"path": str(path), "size": sizes[str(path)], "sha256": digest.hexdigest(),
-                            "start": start // item, "characters": (out.tell() - start) // item})
-        out.flush()
-        os.fsync(out.fileno())
-        return entries, out.tell() // vocabulary.dtype.itemsize
 
 
 def _write_json(path: Path, data: dict):
