@@ -26,6 +26,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import sys
@@ -86,6 +87,17 @@ class Prepared:
         if skipped:
             what += f" ({len(skipped)} not text, skipped)"
         return what
+
+
+def release(array):
+    """Drop the pages of a memory-mapped array from this process's resident set.  They stay in the
+    page cache (the next read of them is a minor fault), so a pass through a corpus of any size holds
+    only what it read since the last call."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is not None and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def _stats(files) -> list:

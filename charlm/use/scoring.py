@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from charlm.fast import streams as side_by_side
+from charlm.data.prepared import release
 from charlm.data.vocab import Tokenizer
 
 CHUNK_TOKENS = 16384
@@ -117,6 +118,7 @@ class Scorer:
         chunk = min(self.chunk, max(1, _next_pow2(tokens.size)), room)
         for start in range(0, tokens.size, chunk):
             piece = np.asarray(tokens[start:start + chunk], dtype=np.int32)
+            release(tokens)
             n = piece.size
             if n < chunk:
                 piece = np.pad(piece, (0, chunk - n))
@@ -134,6 +136,8 @@ class Scorer:
         step = side_by_side.STREAM_STEPS
         for start in range(0, side_by_side.grid_steps(tokens.size, streams), step):
             ids, valid, scored = side_by_side.grid(tokens, streams, start, start + step)
+            if start % (step * 256) == 0:
+                release(tokens)                 # a memory-mapped text: bounded resident pages
             nats, state = self._streams_fn(weights, tf.constant(ids), tf.constant(valid),
                                            tf.constant(scored), state)
             total += nats
