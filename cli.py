@@ -56,9 +56,30 @@ def main():
 
 
 # -- train ----------------------------------------------------------------------------------------
+def _separator(ctx, param, value):
+    """--separator with the backslash escapes a shell cannot type (\\n, \\t, \\\\)."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise click.BadParameter(f"bad escape in {value!r} ({e.reason})")
+
+
+def _corpus_options(fn):
+    """--corpus (repeatable), --separator, --skip-bad-files: for train and prepare."""
+    fn = click.option("--skip-bad-files", is_flag=True, default=None,
+                      help="Leave out (and count) files that are not UTF-8 text instead of stopping.")(fn)
+    fn = click.option("--separator", default=None, callback=_separator,
+                      help="Text between the corpus's files (default: one newline; \\n and \\t understood).")(fn)
+    return fn
+
+
 @main.command()
-@click.option("--corpus", default=None, help="Text file (.txt/.gz/.bz2/.xz/.zip) or dataset name "
-              "(text8, enwik8, tinyshakespeare). Default: text8, downloaded on first use.")
+@click.option("--corpus", multiple=True, help="Text file (.txt/.gz/.bz2/.xz/.zip), folder (its files, "
+              "recursively, in sorted order), glob or dataset name (text8, enwik8, tinyshakespeare); "
+              "repeat it to join several. Default: text8, downloaded on first use.")
+@_corpus_options
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="ud730", show_default=True,
               help="Named settings; explicit flags override them.")
 @click.option("--model", "kind", type=click.Choice(["char", "bigram"]), default=None,
@@ -132,12 +153,42 @@ def train(corpus, preset, kind, checkpoint_dir, resume, init_from, **options):
     _quiet_tensorflow()
     from charlm.training.trainer import train as run
 
-    result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, preset=preset,
+    result = run(corpus=_corpus(corpus), checkpoint_dir=checkpoint_dir, resume=resume, preset=preset,
                  kind=kind, started=STARTED, init_from=init_from, **options)
     summary = {"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
                "seconds": round(result.seconds, 2), "loss": result.last_loss,
                "valid_perplexity": result.valid_perplexity}
     click.echo(json.dumps(summary))
+
+
+def _corpus(specs):
+    """--corpus given 0, 1 or more times: None, the spec, or the list of them."""
+    specs = list(specs or ())
+    return None if not specs else specs[0] if len(specs) == 1 else specs
+
+
+# -- prepare -------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("corpus", nargs=-1, required=True)
+@_corpus_options
+@user_errors
+def prepare(corpus, separator, skip_bad_files):
+    """Stream CORPUS (files, folders, globs, dataset names) once into the memory-mapped cache that
+    train reads ($CHARLM_PREPARED_DIR, default ~/.cache/charlm/prepared)."""
+    from charlm.data.prepared import prepare as run
+
+    began = time.perf_counter()
+    result = run(_corpus(corpus), separator="\n" if separator is None else separator,
+                 skip_bad_files=bool(skip_bad_files))
+    seconds = time.perf_counter() - began
+    size = sum(f["size"] for f in result.meta["files"])
+    for skipped in result.meta["skipped"]:
+        click.echo(f"skipped: {skipped['why']}", err=True)
+    click.echo(json.dumps({"folder": str(result.folder), "files": len(result.meta["files"]),
+                           "skipped": len(result.meta["skipped"]), "characters": result.characters,
+                           "vocabulary": result.vocab.size, "dtype": result.vocab.dtype.name,
+                           "prepared": result.fresh, "seconds": round(seconds, 3),
+                           "mb_per_s": round(size / 1e6 / max(seconds, 1e-9), 1) if result.fresh else None}))
 
 
 def _checkpoint_option(fn):
@@ -256,13 +307,11 @@ def eval_(checkpoint, best, text_file, split, as_json, streams, precision, oov):
     if not text_file and not split:
         split = "valid"
     _quiet_tensorflow()
-    from charlm.data.corpora import read_text_file
     from charlm.use.scoring import evaluate
 
     path = _resolve_checkpoint(checkpoint)
-    text = read_text_file(text_file) if text_file else None
-    score, tokenizer = evaluate(path, text=text, split=split, oov=oov, streams=streams, precision=precision,
-                                best=best)
+    score, tokenizer = evaluate(path, text_file=text_file or None, split=split, oov=oov, streams=streams,
+                                precision=precision, best=best)
     figures = score.as_dict(tokenizer)
     if as_json:
         click.echo(json.dumps(figures))

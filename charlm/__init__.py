@@ -28,6 +28,7 @@ _API = {
     "Vocabulary": "data.vocab", "Tokenizer": "data.vocab",
     "ModelConfig": "config", "TrainConfig": "config", "PRESETS": "config", "build_configs": "config",
     "load_corpus": "data.corpora", "read_text_file": "data.corpora", "download": "data.corpora",
+    "prepare": "data.prepared",
     "DATASETS": "data.corpora",
     "CharlmError": "errors",
     "mirror_text": "mirror.use", "train_mirror": "mirror.trainer", "evaluate_mirror": "mirror.use",

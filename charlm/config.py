@@ -59,7 +59,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    corpus: str = "text8"
+    corpus: str | list = "text8"  # a file, folder, glob or dataset name, or a list of them
+    separator: str = "\n"         # between the corpus's files
+    skip_bad_files: bool = False  # leave out (and count) files that are not UTF-8 text
     batch_size: int = 64
     unrollings: int = 10          # tokens per truncated-BPTT window
     steps: int = 7001             # total steps of the run (a resumed run continues to this count)

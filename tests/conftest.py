@@ -8,6 +8,14 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # runs in tests compile afresh and leave nothing in ~/.cache (tests that want the cache set it)
 os.environ.setdefault("CHARLM_XLA_CACHE", "off")
+# prepared corpora go to a folder of this test process's own (its subprocesses inherit it)
+if "CHARLM_PREPARED_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["CHARLM_PREPARED_DIR"] = tempfile.mkdtemp(prefix="charlm-prepared-")
+    atexit.register(shutil.rmtree, os.environ["CHARLM_PREPARED_DIR"], True)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

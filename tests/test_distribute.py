@@ -107,8 +107,10 @@ def start_workers(corpus, run, tmp_path, *extra):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = []
     for index in range(2):
+        # a prepared-corpus folder of their own: both workers start preparing it at once
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-               "CHARLM_COLLECTIVE_TIMEOUT": "60", "TMPDIR": str(tmp_path)}
+               "CHARLM_COLLECTIVE_TIMEOUT": "60", "TMPDIR": str(tmp_path),
+               "CHARLM_PREPARED_DIR": str(tmp_path / "prepared")}
         procs.append(subprocess.Popen(
             [sys.executable, str(ROOT / "cli.py"), "train", "--corpus", str(corpus), "--checkpoint-dir",
              str(run), *RUN, "--distribute", "multi-worker", *extra],
@@ -160,6 +162,12 @@ def test_two_workers_on_loopback_train_like_one(data, single, tmp_path):
     assert chief["step"] == worker["step"] == 200
     assert chief["loss"] == pytest.approx(worker["loss"], abs=1e-6)
     assert "multi-worker over 2 replicas, worker 0" in outputs[0][2]
+    # one worker prepared the corpus while the other waited, then both read the same file
+    folders = [p for p in (tmp_path / "prepared").iterdir() if not p.name.startswith(".")]
+    assert len(folders) == 1, folders
+    logs = [err for _, _, err in outputs]
+    assert sum("prepared 120,000 characters in 1 file" in err for err in logs) == 1, logs
+    assert sum(f"corpus: 120,000 characters in 1 file, prepared in {folders[0]}" in err for err in logs) == 1
     # only the chief wrote the run: its checkpoints, metrics and logs; the worker's scratch is gone
     assert (run / "ckpt" / "ckpt-200.index").exists()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2

@@ -384,6 +384,8 @@ def test_failing_metrics_and_tensorboard_writes_warn_once(char_corpus, tmp_path)
     """Files of at most 12 KB: metrics.jsonl and the event file outgrow it, the checkpoint does not;
     training finishes, says so once for each, and metrics.jsonl holds whole lines only."""
     run = tmp_path / "run"
+    # prepared beforehand: the corpus's own cache would outgrow the limit too
+    assert subprocess.run([*CLI, "prepare", str(char_corpus)], capture_output=True, cwd=ROOT).returncode == 0
     proc = subprocess.run([*CLI, "train", "--corpus", str(char_corpus), "--checkpoint-dir", str(run),
                            "--hidden", "4", "--batch-size", "8", "--unrollings", "8", "--steps", "100",
                            "--log-every", "1", "--sample-every", "0", "--valid-size", "0",

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from charlm.data.prepared import release
 from charlm.errors import CharlmError
+
+RELEASE_EVERY = 1 << 26     # tokens read between two releases of a memory map's pages
 
 
 class BatchGenerator:
@@ -37,6 +40,7 @@ class BatchGenerator:
         self.cursors = (np.arange(batch_size, dtype=np.int64) * segment
                         if cursors is None else np.array(cursors, dtype=np.int64))
         self._steps = np.arange(num_unrollings + 1, dtype=np.int64)
+        self._read = 0
 
     def next(self) -> np.ndarray:
         """The next batch: token ids of shape ``[num_unrollings + 1, batch_size]`` (time major)."""
@@ -48,4 +52,9 @@ class BatchGenerator:
         starts = self.cursors[None, :] + (np.arange(count, dtype=np.int64) * u)[:, None]
         positions = starts[:, None, :] + self._steps[None, :, None]
         self.cursors = (self.cursors + count * u) % self.tokens.size
-        return self.tokens[positions % self.tokens.size]
+        batches = self.tokens[positions % self.tokens.size]
+        self._read += batches.size
+        if self._read >= RELEASE_EVERY:         # a memory-mapped corpus: keep only recent pages resident
+            self._read = 0
+            release(self.tokens)
+        return batches

@@ -14,7 +14,10 @@ This module must not import TensorFlow (the CLI imports it for ``--help``-fast c
 from __future__ import annotations
 
 import bz2
+import codecs
+import contextlib
 import difflib
+import glob
 import gzip
 import hashlib
 import http.client
@@ -113,27 +116,13 @@ def dataset_path(name, data_dir=None) -> Path:
 
 
 # -- reading files ---------------------------------------------------------------------------------
-def _read_bytes(path: Path) -> bytes:
-    suffix = path.suffix.lower()
+@contextlib.contextmanager
+def _reading(path: Path):
+    """Any failure opening or reading ``path`` (also halfway through a stream) as one line."""
     try:
-        if suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        if suffix == ".bz2":
-            with bz2.open(path, "rb") as f:
-                return f.read()
-        if suffix in (".xz", ".lzma"):
-            with lzma.open(path, "rb") as f:
-                return f.read()
-        if suffix == ".zip":
-            with zipfile.ZipFile(path) as z:
-                members = [m for m in z.infolist() if not m.is_dir()]
-                if len(members) != 1:
-                    names = ", ".join(m.filename for m in members[:5]) + (", ..." if len(members) > 5 else "")
-                    raise CharlmError(f"{path}: a .zip corpus must hold exactly one file, this one holds "
-                                      f"{len(members)}" + (f" ({names})" if members else ""))
-                return z.read(members[0])
-        return path.read_bytes()
+        yield
+    except CharlmError:
+        raise
     except PermissionError:
         raise CharlmError(f"cannot read {path}: permission denied") from None
     except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError, zlib.error, RuntimeError,
@@ -141,6 +130,77 @@ def _read_bytes(path: Path) -> bytes:
         # gzip.BadGzipFile and bz2's "Invalid data stream" are OSErrors, a truncated stream is an
         # EOFError, a bad deflate stream inside a zip is zlib.error, an encrypted zip a RuntimeError.
         raise CharlmError(f"{path}: corrupt or unreadable file ({type(e).__name__}: {_one_line(e)})") from None
+
+
+class _Counting:
+    """A raw file that counts (and optionally hashes) the bytes read through it: the progress of a
+    compressed file is its position on disk, and its hash is that of the file as it is stored."""
+
+    def __init__(self, raw, digest=None):
+        self.raw, self.digest, self.done = raw, digest, 0
+
+    def read(self, n=-1):
+        block = self.raw.read(n)
+        self.done += len(block)
+        if self.digest is not None:
+            self.digest.update(block)
+        return block
+
+    def readinto(self, buffer):
+        n = self.raw.readinto(buffer)
+        self.done += n or 0
+        if self.digest is not None and n:
+            self.digest.update(memoryview(buffer)[:n])
+        return n
+
+    def __getattr__(self, name):          # seek/tell/close for the decompressors
+        return getattr(self.raw, name)
+
+
+@contextlib.contextmanager
+def open_binary(path, digest=None):
+    """``(stream of the decompressed bytes, counter of the bytes read from disk)`` of a plain,
+    .gz, .bz2, .xz or single-file .zip file; errors (also while reading) are one-line CharlmErrors.
+    ``digest`` (a hashlib object) is fed the stored bytes, except for a .zip (hashed apart:
+    zipfile seeks)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with _reading(path), contextlib.ExitStack() as stack:
+        raw = stack.enter_context(open(path, "rb", buffering=0))
+        counter = _Counting(raw, None if suffix == ".zip" else digest)
+        if suffix == ".gz":
+            stream = stack.enter_context(gzip.GzipFile(fileobj=counter, mode="rb"))
+        elif suffix == ".bz2":
+            stream = stack.enter_context(bz2.BZ2File(counter, "rb"))
+        elif suffix in (".xz", ".lzma"):
+            stream = stack.enter_context(lzma.LZMAFile(counter, "rb"))
+        elif suffix == ".zip":
+            if digest is not None:
+                _hash_into(path, digest)
+            z = stack.enter_context(zipfile.ZipFile(counter))
+            members = [m for m in z.infolist() if not m.is_dir()]
+            if len(members) != 1:
+                names = ", ".join(m.filename for m in members[:5]) + (", ..." if len(members) > 5 else "")
+                raise CharlmError(f"{path}: a .zip corpus must hold exactly one file, this one holds "
+                                  f"{len(members)}" + (f" ({names})" if members else ""))
+            stream = stack.enter_context(z.open(members[0]))
+        else:
+            stream = counter
+        yield stream, counter
+
+
+def _hash_into(path: Path, digest):
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.suffix.lower() not in (".gz", ".bz2", ".xz", ".lzma", ".zip"):
+        with _reading(path):
+            return path.read_bytes()          # in one go, without a stream's copies
+    with open_binary(path) as (stream, _):
+        return stream.read()
 
 
 def _decode(data: bytes, source) -> str:
@@ -237,9 +297,7 @@ def _advice() -> str:
 
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    _hash_into(path, digest)
     return digest.hexdigest()
 
 
@@ -350,15 +408,96 @@ def load_corpus(spec: str, data_dir=None, mirror=None, progress: bool = True) ->
     path = Path(str(spec)).expanduser()
     if str(spec) and path.exists():
         return read_text_file(path)
+    return read_text_file(_named(spec, data_dir, mirror, progress))
+
+
+def _named(spec, data_dir, mirror, progress) -> Path:
+    """The downloaded file of a dataset name, or the error for a spec that is neither file nor name."""
+    path = Path(str(spec)).expanduser()
     name = _dataset_name(spec)
     if name is not None:
-        return read_text_file(download(name, data_dir=data_dir, mirror=mirror, progress=progress))
+        return download(name, data_dir=data_dir, mirror=mirror, progress=progress)
     s = str(spec)
     if any(sep in s for sep in ("/", "\\", os.sep)) or s.startswith(("~", ".")) or path.suffix:
         raise CharlmError(f"corpus file not found: {path} (and it is not a dataset name: {_known()})")
     close = difflib.get_close_matches(s.lower(), DATASETS, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     raise CharlmError(f"no such corpus file or dataset: {spec} (datasets: {_known()}){hint}")
+
+
+def corpus_specs(corpus) -> list[str]:
+    """A corpus setting (one spec, or a list of them: ``--corpus`` repeated) as a list."""
+    if corpus is None:
+        return []
+    return [str(corpus)] if isinstance(corpus, (str, os.PathLike)) else [str(c) for c in corpus]
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def corpus_files(corpus, data_dir=None, mirror=None, progress: bool = True) -> list[Path]:
+    """The files of a corpus, in reading order: for each spec, a file; a folder's files, recursively,
+    in sorted order of their paths inside it (hidden ones left out); a glob's matches, sorted; or a
+    dataset's download."""
+    files = []
+    for spec in corpus_specs(corpus):
+        path = Path(spec).expanduser()
+        if spec and path.is_dir():
+            found = sorted((p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))),
+                           key=lambda p: p.relative_to(path).as_posix())
+            if not found:
+                raise CharlmError(f"corpus folder holds no files: {path}")
+            files += found
+        elif spec and path.exists():
+            files.append(path)
+        elif glob.has_magic(spec):
+            found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            if not found:
+                raise CharlmError(f"no files match the corpus pattern {spec}")
+            files += found
+        else:
+            files.append(_named(spec, data_dir, mirror, progress))
+    if not files:
+        raise CharlmError("no corpus given")
+    return [f.resolve() for f in files]
+
+
+class NotText(CharlmError):
+    """A corpus file that is not UTF-8 text (the one-line reason is the message)."""
+
+
+def iter_text(path, chunk_bytes: int = 1 << 24, counter_out=None, digest=None):
+    """The text of a file in pieces of about ``chunk_bytes`` bytes, decoded as strict UTF-8 (a
+    leading BOM dropped).  Raises :class:`NotText` naming the file and the first bad byte (a NUL
+    byte marks a binary file).  ``counter_out`` (a list) receives the counter of bytes read from
+    disk, for progress bars; ``digest`` is fed the stored bytes (:func:`open_binary`)."""
+    path = Path(path)
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    with open_binary(path, digest) as (stream, counter):
+        if counter_out is not None:
+            counter_out.append(counter)
+        offset, first = 0, True
+        while True:
+            with _reading(path):
+                block = stream.read(chunk_bytes)
+            final = not block
+            skip = len(_BOM) if first and block.startswith(_BOM) else 0
+            first = False
+            nul = block.find(b"\0")
+            if nul >= 0:
+                raise NotText(f"{path}: not a text file (a NUL byte at byte {offset + nul})")
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(memoryview(block)[skip:], final)
+            except UnicodeDecodeError as e:
+                at = offset + skip - pending + e.start
+                raise NotText(f"{path}: not valid UTF-8 at byte {at} (byte 0x{e.object[e.start]:02x})") from None
+            offset += len(block)
+            if text:
+                yield text
+            if final:
+                return
 
 
 def describe_corpus(spec) -> str:

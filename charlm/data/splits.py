@@ -29,15 +29,29 @@ def spread_chunks(length: int, valid_size: int) -> list[tuple[int, int]]:
     return [(s, s + width) for s in starts]
 
 
-def split_ids(ids: np.ndarray, valid_size: int, how: str = "first") -> tuple[np.ndarray, np.ndarray]:
-    """``(validation ids, training ids)`` of a corpus's character ids."""
+def split_ranges(length: int, valid_size: int, how: str = "first"):
+    """``(validation ranges, training ranges)``, each a list of ``(start, end)`` in reading order:
+    the split of a corpus of ``length`` characters without touching them (a memory-mapped corpus
+    is read only where it is used)."""
     if how == "first":
-        return ids[:valid_size], ids[valid_size:]
+        cut = min(valid_size, length)
+        return [(0, cut)], [(cut, length)]
     if how != "spread":
         raise CharlmError(f"--valid-split must be one of {', '.join(SPLITS)} (got {how!r})")
-    chunks = spread_chunks(ids.size, valid_size)
-    keep = np.ones(ids.size, bool)
-    for start, end in chunks:
-        keep[start:end] = False
-    return ids[~keep], ids[keep]
+    valid = spread_chunks(length, valid_size)
+    edges = [0] + [x for chunk in valid for x in chunk] + [length]
+    return valid, [(a, b) for a, b in zip(edges[0::2], edges[1::2]) if b > a]
 
+
+def join(ids: np.ndarray, ranges) -> np.ndarray:
+    """The ids of ``ranges`` in one array: a view when there is one range (no copy of a big corpus)."""
+    ranges = [(a, b) for a, b in ranges if b > a]
+    if len(ranges) == 1:
+        return ids[ranges[0][0]:ranges[0][1]]
+    return np.concatenate([ids[a:b] for a, b in ranges]) if ranges else ids[:0]
+
+
+def split_ids(ids: np.ndarray, valid_size: int, how: str = "first") -> tuple[np.ndarray, np.ndarray]:
+    """``(validation ids, training ids)`` of a corpus's character ids."""
+    valid, train = split_ranges(ids.size, valid_size, how)
+    return join(ids, valid), join(ids, train)

@@ -55,12 +55,25 @@ def _codepoints(text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def _present(codes: np.ndarray) -> np.ndarray:
-    """The distinct values of a uint8 array, chunk by chunk (no int64 copy of it)."""
-    seen = np.zeros(256, dtype=bool)
+def byte_counts(codes: np.ndarray) -> np.ndarray:
+    """``[256]`` counts of the values of a uint8 array, chunk by chunk (no int64 copy of it).
+
+    It counts pairs of neighbours (the array seen as uint16) and adds up their two halves:
+    bincount's cost is per element, so this is twice as fast as counting the bytes one by one.
+    """
+    counts = np.zeros(256, dtype=np.int64)
     for start in range(0, codes.size, CHUNK):
-        seen[np.unique(codes[start:start + CHUNK])] = True
-    return np.nonzero(seen)[0]
+        piece = np.ascontiguousarray(codes[start:start + CHUNK])
+        even = piece.size // 2 * 2
+        pairs = np.bincount(piece[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+        counts += pairs.sum(axis=0) + pairs.sum(axis=1)
+        counts[piece[even:]] += 1
+    return counts
+
+
+def _present(codes: np.ndarray) -> np.ndarray:
+    """The distinct values of a uint8 array."""
+    return np.nonzero(byte_counts(codes))[0]
 
 
 def describe_chars(chars) -> str:
@@ -127,6 +140,12 @@ class Vocabulary:
         else:
             present = np.unique(codes)
         return cls("".join(chr(int(c)) for c in present))
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> "Vocabulary":
+        """The vocabulary of a text streamed in pieces: ``counts[c]`` is how often code point ``c``
+        occurs (:mod:`charlm.data.prepared` adds them up chunk by chunk)."""
+        return cls("".join(chr(int(c)) for c in np.nonzero(counts)[0]))
 
     def __len__(self) -> int:
         return self.size

@@ -28,18 +28,25 @@ def default_streams(tokens: int) -> int:
     return max(1, min(MAX_STREAMS, tokens // STREAM_TOKENS))
 
 
-def grid(tokens: np.ndarray, streams: int):
+def grid_steps(tokens: int, streams: int) -> int:
+    """Rows of :func:`grid` for a text of ``tokens`` tokens: a multiple of ``STREAM_STEPS``."""
+    length = -(-tokens // streams)
+    steps = min(WARMUP, length) + length
+    return steps + -steps % STREAM_STEPS
+
+
+def grid(tokens: np.ndarray, streams: int, start: int = 0, stop: int | None = None):
     """``(ids, valid, scored)`` ``[steps, streams]``: column ``s`` holds piece ``s`` (tokens ``s*L``
     to ``(s+1)*L``) after the ``WARMUP`` tokens before it; positions outside the text are padding,
     through which a stream's state stays as it is (so the first stream starts from the zero state,
-    as one state would).  ``steps`` is a multiple of ``STREAM_STEPS``."""
+    as one state would).  ``steps`` is :func:`grid_steps`; ``start``/``stop`` give only those rows
+    (a long text, memory-mapped, is read a block of rows at a time)."""
     n = tokens.size
     length = -(-n // streams)
     warmup = min(WARMUP, length)
-    steps = warmup + length
-    steps += -steps % STREAM_STEPS
+    stop = grid_steps(n, streams) if stop is None else stop
     first = np.arange(streams)[None, :] * length
-    pos = np.arange(steps)[:, None] - warmup + first
+    pos = np.arange(start, stop)[:, None] - warmup + first
     valid = (pos >= 0) & (pos < n)
     scored = valid & (pos >= first) & (pos < first + length)    # each position exactly once
     ids = np.where(valid, tokens[np.clip(pos, 0, n - 1)], 0).astype(np.int32)

@@ -42,7 +42,8 @@ from charlm.run.resources import MAX_STEPS_PER_CALL, check_training
 from charlm.run.signals import StopSignals
 from charlm.use.sampling import Sampler
 from charlm.training import finetune
-from charlm.data.splits import split_ids
+from charlm.data import prepared
+from charlm.data.splits import join, split_ids
 from charlm.data.vocab import Tokenizer, Vocabulary
 
 
@@ -103,33 +104,41 @@ class Trainer(ReplicaSteps):
             raise CharlmError(f"--batch-size {self.cfg.batch_size} is the global batch and must divide "
                               f"evenly among {distribution.replicas} replicas")
 
-    def _setup_data(self, text: str, resume: bool):
-        """The corpus's ids (in the run's own vocabulary when resumed), split, and cut into batches."""
+    def _setup_data(self, text, resume: bool):
+        """The corpus's ids (in the run's own vocabulary when resumed), split, and cut into batches.
+        ``text``: a string, or a prepared (memory-mapped) corpus, of which only the validation
+        ids are read into memory."""
         model_cfg, train_cfg, distribution = self.model_cfg, self.cfg, self.distribution
-        if resume:
-            info = ckpt.read_run_config(self.run_dir)
-            vocab = info["vocabulary"]
-            ids = vocab.encode(text, what="corpus")
-        else:
-            vocab = Vocabulary.from_text(text)
+        info = ckpt.read_run_config(self.run_dir) if resume else None
+        if isinstance(text, str):
+            vocab = info["vocabulary"] if resume else Vocabulary.from_text(text)
             if self.origin is not None:
                 vocab = finetune.joined_vocabulary(self.origin, vocab)
-            ids = vocab.encode(text)
-        self.vocab = vocab
-        valid_ids, train_ids = split_ids(ids, train_cfg.valid_size, train_cfg.valid_split)
-        self.tokenizer = info["tokenizer"] if resume else Tokenizer.for_ids(model_cfg.kind, vocab, train_ids)
-        if train_ids.size == 0:
-            raise CharlmError(f"the corpus has {ids.size} characters, all taken by --valid-size "
+            ids = vocab.encode(text, what="corpus")
+            characters = ids.size
+            valid_ids, train_ids = split_ids(ids, train_cfg.valid_size, train_cfg.valid_split)
+            tokenizer = info["tokenizer"] if resume else Tokenizer.for_ids(model_cfg.kind, vocab, train_ids)
+            train_chars = train_ids.size
+        else:
+            vocab, characters = text.vocab, text.characters
+            valid_ids, train_ranges = prepared.split(text, train_cfg.valid_size, train_cfg.valid_split)
+            train_chars = sum(b - a for a, b in train_ranges)
+            tokenizer = info["tokenizer"] if resume else Tokenizer.for_ids(
+                model_cfg.kind, vocab, join(text.ids, train_ranges) if train_chars else text.ids[:0])
+        self.vocab, self.tokenizer = vocab, tokenizer
+        if train_chars == 0:
+            raise CharlmError(f"the corpus has {characters} characters, all taken by --valid-size "
                               f"{train_cfg.valid_size}; nothing is left to train on")
         self.valid_ids = valid_ids
         unit = "characters" if model_cfg.kind == "char" else "character pairs"
-        train_tokens = self.tokenizer.tokens(train_ids)
+        train_tokens = self.tokenizer.tokens(train_ids) if isinstance(text, str) else \
+            prepared.token_file(text, tokenizer, train_ranges)[0]
         self.generator = BatchGenerator(train_tokens, train_cfg.batch_size, train_cfg.unrollings, unit=unit)
         # before anything large is built: does it fit?
         check_training(model_cfg, train_cfg, self.tokenizer.num_tokens, self.tokenizer.tokens(valid_ids).size,
                        distribution.replicas if distribution else 1)
         # characters per token, for the chars/s and bits/char figures (1 or 2; about 2 when sparse)
-        self.chars_per_token = train_ids.size / max(train_tokens.size, 1) if self.tokenizer.sparse \
+        self.chars_per_token = train_chars / max(train_tokens.size, 1) if self.tokenizer.sparse \
             else self.tokenizer.chars_per_token
 
     def _setup_model(self):
@@ -465,9 +474,39 @@ def _compare_configs(old: dict, new: dict, names) -> list[str]:
     return [f"{n} {old[n]!r} -> {new[n]!r}" for n in names if n in old and old[n] != new[n]]
 
 
-def _load_corpus(spec):
-    from charlm.data.corpora import load_corpus
-    return load_corpus(spec)
+def _open_corpus(train_cfg: TrainConfig, log, vocab=None):
+    """The run's corpus, prepared (streamed once into a memory-mapped cache; see
+    charlm.data.prepared); a resumed run's in its own vocabulary ``vocab``."""
+    options = dict(separator=train_cfg.separator, skip_bad_files=train_cfg.skip_bad_files, log=log)
+    corpus = prepared.prepare(train_cfg.corpus, **options) if vocab is None else \
+        prepared.prepare_for(train_cfg.corpus, vocab, **options)
+    if corpus.fresh:
+        size = sum(f["size"] for f in corpus.meta["files"])
+        log(f"prepared {corpus.describe()} in {corpus.seconds:.1f} s "
+            f"({size / 1e6 / max(corpus.seconds, 1e-9):,.0f} MB/s of files)")
+    else:
+        log(f"corpus: {corpus.describe()}, prepared in {corpus.folder}")
+    for skipped in corpus.meta["skipped"]:
+        log(f"skipped: {skipped['why']}")
+    return corpus
+
+
+def _absolute(corpus):
+    """Corpus specs that name files or folders (or globs), made absolute: --resume and
+    ``eval --split`` find them from anywhere."""
+    from charlm.data.corpora import corpus_specs
+    import glob
+    import os
+
+    specs = []
+    for spec in corpus_specs(corpus):
+        path = Path(spec).expanduser()
+        if path.exists():
+            spec = str(path.resolve())
+        elif glob.has_magic(spec):
+            spec = os.path.abspath(path)
+        specs.append(spec)
+    return specs[0] if len(specs) == 1 else specs
 
 
 def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, preset: str = "ud730",
@@ -506,7 +545,8 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
                           "(a best checkpoint is saved by the chief alone)")
     if resume:
         run_dir = Path(checkpoint_dir)
-        corpus_text = text if text is not None else _load_corpus(train_cfg.corpus)
+        corpus_text = text if text is not None else \
+            _open_corpus(train_cfg, log, ckpt.read_run_config(run_dir)["vocabulary"])
     else:
         if distribution and distribution.mode == "multi-worker" and checkpoint_dir is None:
             raise CharlmError("--distribute multi-worker needs --checkpoint-dir (the same folder for "
@@ -514,12 +554,15 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         run_dir = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_run_dir(preset, model_cfg.kind)
         check_new_folder(run_dir, chief)
         if text is None:
-            corpus_text = _load_corpus(train_cfg.corpus)
-            if Path(train_cfg.corpus).is_file():     # remember where it was, for --resume and eval --split
-                train_cfg.corpus = str(Path(train_cfg.corpus).resolve())
+            corpus_text = _open_corpus(train_cfg, log)
+            if origin is not None:        # ids in RUN's characters and the new text's together
+                corpus_text = _open_corpus(train_cfg, log, finetune.joined_vocabulary(origin, corpus_text.vocab))
+            train_cfg.corpus = _absolute(train_cfg.corpus)    # for --resume and eval --split
         else:
             corpus_text = text
     info = {"preset": preset}
+    if not isinstance(corpus_text, str):
+        info.update(corpus_text.config_entry())
     if distribution:
         info.update(distribute=distribution.mode, replicas=distribution.replicas)
     # one writer per run folder: the chief holds its lock from here to the end of the run
@@ -556,7 +599,8 @@ def _configs(preset: str, corpus, resume: bool, checkpoint_dir, overrides: dict)
                                  given & set(dataclasses.asdict(model_cfg)))
         diffs += _compare_configs(dataclasses.asdict(train_cfg), dataclasses.asdict(asked_train),
                                   given & {"batch_size", "unrollings", "optimizer", "seed",
-                                           "valid_size", "valid_split", "corpus"})
+                                           "valid_size", "valid_split", "corpus", "separator",
+                                           "skip_bad_files"})
         if diffs:
             raise CharlmError(f"--resume: the run in {checkpoint_dir} was trained with a different "
                               f"setup ({'; '.join(diffs)}); drop those flags or train a new run")

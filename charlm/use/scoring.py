@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from charlm.fast import streams as side_by_side
+from charlm.data.prepared import release
 from charlm.data.vocab import Tokenizer
 
 CHUNK_TOKENS = 16384
@@ -89,8 +90,11 @@ class Scorer:
 
     def score_ids(self, ids: np.ndarray) -> Score:
         """Score character ids (already encoded with the model's vocabulary)."""
-        tokens = self.tokenizer.tokens(ids).astype(np.int32)
-        leftover = self.tokenizer.leftover(ids)
+        return self.score_tokens(self.tokenizer.tokens(ids), self.tokenizer.leftover(ids), ids.size)
+
+    def score_tokens(self, tokens: np.ndarray, leftover: np.ndarray, characters: int) -> Score:
+        """Score a text's tokens (and the character ids they left over) of ``characters``
+        characters.  ``tokens`` may be memory-mapped: it is read a chunk at a time."""
         streams = self.streams or side_by_side.default_streams(tokens.size)
         if streams > 1 and tokens.size > 1 and all(cell.streams for cell in self.model.cells):
             total, logits = self._streamed(tokens, streams)
@@ -100,7 +104,7 @@ class Scorer:
         if leftover.size:
             log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float64))
             total += float(open_pair_nats(log_probs, int(leftover[0]), self.tokenizer.vocab.size))
-        return Score(characters=int(ids.size), tokens=int(tokens.size), nats=total, token_nats=token_nats)
+        return Score(characters=int(characters), tokens=int(tokens.size), nats=total, token_nats=token_nats)
 
     def _one_state(self, tokens):
         """``(nats, logits after the last token)`` with one state through all of ``tokens``."""
@@ -113,7 +117,8 @@ class Scorer:
         room = 1 << max(0, (LOGITS_BUDGET // max(1, self.tokenizer.num_tokens)).bit_length() - 1)
         chunk = min(self.chunk, max(1, _next_pow2(tokens.size)), room)
         for start in range(0, tokens.size, chunk):
-            piece = tokens[start:start + chunk]
+            piece = np.asarray(tokens[start:start + chunk], dtype=np.int32)
+            release(tokens)
             n = piece.size
             if n < chunk:
                 piece = np.pad(piece, (0, chunk - n))
@@ -124,16 +129,17 @@ class Scorer:
 
     def _streamed(self, tokens, streams: int):
         """``(nats, logits after the last token)`` with ``streams`` pieces side by side."""
-        grid, valid, scored = side_by_side.grid(tokens, streams)
         model = self.model
         weights = side_by_side.stream_weights(model, self.compute)
         state = side_by_side.zero_state(model, streams)
         total = tf.constant(0.0, tf.float64)
         step = side_by_side.STREAM_STEPS
-        for start in range(0, grid.shape[0], step):
-            piece = slice(start, start + step)
-            nats, state = self._streams_fn(weights, tf.constant(grid[piece]), tf.constant(valid[piece]),
-                                           tf.constant(scored[piece]), state)
+        for start in range(0, side_by_side.grid_steps(tokens.size, streams), step):
+            ids, valid, scored = side_by_side.grid(tokens, streams, start, start + step)
+            if start % (step * 256) == 0:
+                release(tokens)                 # a memory-mapped text: bounded resident pages
+            nats, state = self._streams_fn(weights, tf.constant(ids), tf.constant(valid),
+                                           tf.constant(scored), state)
             total += nats
         return float(total), side_by_side.last_logits(model, state)
 
@@ -157,32 +163,45 @@ def _next_pow2(n: int) -> int:
 
 
 def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov: str = "error",
-             streams: int | None = None, precision: str = "auto", best: bool = False) -> tuple[Score, Tokenizer]:
-    """Score ``text`` (or the run's ``valid``/``train`` split) with the run in ``checkpoint``
-    (``best``: its ``best/`` checkpoint).
+             streams: int | None = None, precision: str = "auto", best: bool = False,
+             text_file=None) -> tuple[Score, Tokenizer]:
+    """Score ``text``, the file ``text_file`` (streamed from disk: any size) or the run's
+    ``valid``/``train`` split with the run in ``checkpoint`` (``best``: its ``best/`` checkpoint).
 
     ``streams`` (default: by length) and ``precision`` as for :class:`Scorer` and ``train``.
     """
     from charlm.run.checkpoint import load_model
     from charlm.errors import CharlmError
     from charlm.fast.precision import compute_dtype
+    from charlm.data import prepared
 
     if streams is not None and streams < 1:
         raise CharlmError(f"--streams must be at least 1 (got {streams})")
     model, tokenizer, info = load_model(checkpoint, best=best)
     scorer = Scorer(model, tokenizer, streams=streams, compute=compute_dtype(precision, model.config.hidden)[0])
-    if text is None:
-        from charlm.data.corpora import load_corpus
-        from charlm.data.splits import split_ids
+    if text_file is not None:
+        from pathlib import Path
 
+        path = Path(text_file).expanduser()
+        if not path.exists():
+            raise CharlmError(f"corpus file not found: {path}")
+        if path.is_dir():
+            raise CharlmError(f"corpus path is a directory, not a file: {path}")
+        with prepared.streamed_text(path, tokenizer, oov) as (text_ids, tokens, leftover):
+            return scorer.score_tokens(tokens, leftover, text_ids.characters), tokenizer
+    if text is None:
         train_cfg = info["train_config"]
-        corpus = load_corpus(train_cfg.corpus)
-        valid_ids, train_ids = split_ids(tokenizer.vocab.encode(corpus, oov=oov, what="corpus"),
-                                         train_cfg.valid_size, train_cfg.valid_split)
-        ids = valid_ids if split == "valid" else train_ids
-        if ids.size == 0:
+        corpus = prepared.prepare_for(train_cfg.corpus, tokenizer.vocab, train_cfg.separator,
+                                      train_cfg.skip_bad_files, oov=oov)
+        valid_ids, train_ranges = prepared.split(corpus, train_cfg.valid_size, train_cfg.valid_split)
+        if split == "valid":
+            if valid_ids.size == 0:
+                raise CharlmError(f"the run's {split} split is empty (valid size {train_cfg.valid_size})")
+            return scorer.score_ids(valid_ids), tokenizer
+        tokens, leftover = prepared.token_file(corpus, tokenizer, train_ranges)
+        if tokens.size == 0:
             raise CharlmError(f"the run's {split} split is empty (valid size {train_cfg.valid_size})")
-        return scorer.score_ids(ids), tokenizer
+        return scorer.score_tokens(tokens, leftover, sum(b - a for a, b in train_ranges)), tokenizer
     if not text:
         raise CharlmError("the evaluation text is empty")
     ids = tokenizer.vocab.encode(text, oov=oov, what="evaluation text")
