@@ -1,7 +1,10 @@
 // Drives exported charlm pages in headless Chromium (playwright-core, Debian's /usr/bin/chromium).
-// stdin: {"chromium": path, "pages": [{"url", "type": {prime, length, temperature, seed}?,
-//          "runs": generations to wait for, "screenshot": path?}]}
-// stdout: one JSON line, a result per page: {output, status, about, runs, errors}.
+// stdin: {"chromium": path, "pages": [{"url", "type": [{prime, length, temperature, seed}, ...]?,
+//          "probe": [token ids]?, "screenshot": path?}]}
+// Each page: open it (and wait for the generation its address may ask for), then for each entry of
+// "type" fill the controls and click Generate.
+// stdout: one JSON line, a result per page: {outputs: the text after each generation, status,
+// about, runs, state, errors, logits?: the step's logits after each probe token}.
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -10,28 +13,38 @@ const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
 
 async function visit(browser, job) {
   const page = await browser.newPage({ viewport: { width: 900, height: 560 } });
-  const errors = [];
+  const errors = [], outputs = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+  const timeout = job.timeout ?? 60000;
+  const settled = (n) => page.waitForFunction((n) => document.body.dataset.state === "failed" ||
+    document.body.dataset.state === "ready" && Number(document.body.dataset.runs || 0) >= n, n, { timeout });
   await page.goto(job.url);
-  const runs = job.runs ?? (job.type ? 1 : 0);
-  if (job.type) {
-    await page.waitForSelector("body[data-state=ready]", { timeout: job.timeout ?? 60000 });
-    for (const [key, value] of Object.entries(job.type)) await page.fill(`#${key}`, String(value));
+  await settled(0);           // loaded, and done with a generation its address asked for
+  let runs = Number(await page.evaluate(() => document.body.dataset.runs || 0));
+  if (runs) outputs.push(await page.textContent("#output"));
+  for (const controls of job.type ?? []) {     // type into the controls, click Generate, read the text
+    for (const [key, value] of Object.entries(controls)) await page.fill(`#${key}`, String(value));
     await page.click("#generate");
+    await settled(++runs);
+    outputs.push(await page.textContent("#output"));
   }
-  await page.waitForFunction(
-    (n) => ["ready", "failed"].includes(document.body.dataset.state) && Number(document.body.dataset.runs || 0) >= n
-      || document.body.dataset.state === "failed", runs, { timeout: job.timeout ?? 60000 });
   const result = {
-    output: await page.textContent("#output"),
+    outputs,
     status: await page.textContent("#status"),
     about: await page.textContent("#about"),
     runs: Number(await page.evaluate(() => document.body.dataset.runs || 0)),
     state: await page.evaluate(() => document.body.dataset.state),
     errors,
   };
+  if (job.probe) {         // the logits after each of these tokens, from the zero state
+    result.logits = await page.evaluate((tokens) => {
+      const { step } = window.charlmPage.model;
+      let state = step.zeroState();
+      return tokens.map((t) => { const r = step.run(t, state); state = r.state; return Array.from(r.logits); });
+    }, job.probe);
+  }
   if (job.screenshot) await page.screenshot({ path: job.screenshot });
   await page.close();
   return result;
