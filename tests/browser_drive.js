@@ -1,10 +1,10 @@
 // Drives exported charlm pages in headless Chromium (playwright-core, Debian's /usr/bin/chromium).
 // stdin: {"chromium": path, "pages": [{"url", "type": [{prime, length, temperature, seed}, ...]?,
-//          "probe": [token ids]?, "screenshot": path?}]}
+//          "probe": [token ids]?, "evaluate": a function's source?, "screenshot": path?}]}
 // Each page: open it (and wait for the generation its address may ask for), then for each entry of
 // "type" fill the controls and click Generate.
 // stdout: one JSON line, a result per page: {outputs: the text after each generation, status,
-// about, runs, state, errors, logits?: the step's logits after each probe token}.
+// about, runs, state, errors, logits?: the step's logits after each probe token, evaluated?}.
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -45,6 +45,7 @@ async function visit(browser, job) {
       return tokens.map((t) => { const r = step.run(t, state); state = r.state; return Array.from(r.logits); });
     }, job.probe);
   }
+  if (job.evaluate) result.evaluated = await page.evaluate(`(${job.evaluate})()`);   // a function's source
   if (job.screenshot) await page.screenshot({ path: job.screenshot });
   await page.close();
   return result;

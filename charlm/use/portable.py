@@ -86,5 +86,6 @@ def describe(model, tokenizer, name: str) -> dict:
     config = model.config
     return {"format": FORMAT, "version": VERSION, "name": name, "cell": config.cell,
             "layers": config.layers, "hidden": config.hidden, "gates": model.cells[0].gates,
+            "embedding_size": config.embedding_size,
             "num_tokens": model.num_tokens, "parameters": model.num_parameters(),
             **token_table(tokenizer)}

@@ -32,9 +32,12 @@ const charlm = (() => {
     const weights = {}, host = {};
     for (const entry of manifest.weights) {
       host[entry.name] = readArray(buffer, entry, manifest.dtype);
-      weights[entry.name] = tf.tensor(host[entry.name], entry.shape, "float32");
+      // the matrices the step multiplies by live in the backend; tables and biases stay here
+      if (entry.shape.length === 2 && entry.name !== "input" && entry.name !== "embedding") {
+        weights[entry.name] = tf.tensor(host[entry.name], entry.shape, "float32");
+      }
     }
-    return { manifest, weights, host, tokens: tokenizer(manifest), step: stepper(manifest, weights) };
+    return { manifest, weights, host, tokens: tokenizer(manifest), step: stepper(manifest, weights, host) };
   }
 
   // -- text <-> tokens (charlm.data.vocab.Tokenizer) -------------------------------------------------
@@ -77,50 +80,65 @@ const charlm = (() => {
   }
 
   // -- the step: token, state -> logits, state (charlm.nn.model.CharLM.step) -----------------------------
+  // TensorFlow.js does the matmuls (nearly all of the work: for 512 units, 2M of the step's ~2.1M
+  // multiply-adds); the gates, a few thousand numbers, are computed here in plain JavaScript.  The
+  // step reads the matmuls back anyway (the logits must reach the sampler), and each TensorFlow.js
+  // op costs ~25 us of bookkeeping in the WebAssembly backend, so the LSTM's dozen elementwise ops
+  // as tensors cost as much as its recurrent matmul (benchmarks/web_speed.py).
+  const sigmoid = (x) => 1 / (1 + Math.exp(-x));
+
+  // Each cell: (z: x @ W_x + b of every gate, hw: h @ W_h, state {h, c}, H, params) -> new state,
+  // with the gate columns in charlm.nn.cells' order.  LSTM and RNN take z + hw only, so their
+  // step passes `hw` already added into `z`.
   const CELLS = {
-    lstm(xw, hw, [, c], H) {
-      const [zi, zf, zg, zo] = tf.split(tf.add(xw, hw), 4, 1);
-      const c2 = tf.add(tf.mul(tf.sigmoid(zf), c), tf.mul(tf.sigmoid(zi), tf.tanh(zg)));
-      return [tf.mul(tf.sigmoid(zo), tf.tanh(c2)), c2];
-    },
-    gru(xw, hw, [h, c], H, bHn) {
-      const [xzr, xn] = tf.split(xw, [2 * H, H], 1), [hzr, hn] = tf.split(hw, [2 * H, H], 1);
-      const [z, r] = tf.split(tf.sigmoid(tf.add(xzr, hzr)), 2, 1);
-      const n = tf.tanh(tf.add(xn, tf.mul(r, tf.add(hn, bHn))));
-      return [tf.add(n, tf.mul(z, tf.sub(h, n))), c];
-    },
-    rnn(xw, hw, [, c]) {
-      return [tf.tanh(tf.add(xw, hw)), c];
-    },
+    lstm: { summed: true, step(z, hw, { c }, H) {        // [i | f | g | o]
+      const h2 = new Float32Array(H), c2 = new Float32Array(H);
+      for (let k = 0; k < H; k++) {
+        c2[k] = sigmoid(z[H + k]) * c[k] + sigmoid(z[k]) * Math.tanh(z[2 * H + k]);
+        h2[k] = sigmoid(z[3 * H + k]) * Math.tanh(c2[k]);
+      }
+      return { h: h2, c: c2 };
+    } },
+    gru: { summed: false, step(xw, hw, { h, c }, H, bHn) {        // [z | r | n], reset after the matmul
+      const h2 = new Float32Array(H);
+      for (let k = 0; k < H; k++) {
+        const z = sigmoid(xw[k] + hw[k]), r = sigmoid(xw[H + k] + hw[H + k]);
+        const n = Math.tanh(xw[2 * H + k] + r * (hw[2 * H + k] + bHn[k]));
+        h2[k] = n + z * (h[k] - n);
+      }
+      return { h: h2, c };
+    } },
+    rnn: { summed: true, step(z, hw, { c }, H) {
+      return { h: z.map(Math.tanh), c };
+    } },
   };
 
+  const matvec = (x, w) => tf.tidy(() => tf.matMul(tf.tensor2d(x, [1, x.length]), w).dataSync());
+  const plus = (a, b) => { const out = new Float32Array(a.length); for (let k = 0; k < a.length; k++) out[k] = a[k] + b[k]; return out; };
+
   // The output layer: the top layer's h -> logits.
-  function output(w, h) {
-    return tf.add(tf.matMul(h, w.out_w), w.out_b);
+  function output(m, w, host, h) {
+    return plus(matvec(h, w.out_w), host.out_b);
   }
 
-  function stepper(m, w) {
-    const H = m.hidden, cell = CELLS[m.cell];
-    const input = (token) => (w.input ? tf.gather(w.input, [token])
-      : tf.add(tf.matMul(tf.gather(w.embedding, [token]), w.w_x0), w.b0));
+  function stepper(m, w, host) {
+    const H = m.hidden, G = m.gates * H, cell = CELLS[m.cell];
+    // layer 0's x @ W_x + b: a row of the lookup table, or the embedding row times its kernel rows
+    const input = (token) => (host.input ? host.input.subarray(token * G, (token + 1) * G)
+      : plus(matvec(host.embedding.subarray(token * m.embedding_size, (token + 1) * m.embedding_size), w.w_x0), host.b0));
     return {
-      zeroState: () => Array.from({ length: m.layers }, () => [tf.zeros([1, H]), tf.zeros([1, H])]),
-      // one token: {logits: Float32Array, state}; the old state is released
+      zeroState: () => Array.from({ length: m.layers }, () => ({ h: new Float32Array(H), c: new Float32Array(H) })),
+      // one token: {logits: Float32Array, state}
       run(token, state) {
-        const [logits, next] = tf.tidy(() => {
-          let x = null;
-          const next = state.map((s, l) => {
-            const xw = l === 0 ? input(token) : tf.add(tf.matMul(x, w[`w_x${l}`]), w[`b${l}`]);
-            const out = cell(xw, tf.matMul(s[0], w[`w_h${l}`]), s, H, w[`b_hn${l}`]);
-            x = out[0];
-            return out;
-          });
-          return [output(w, x), next];
+        let x = null;
+        const next = state.map((s, l) => {
+          const xw = l === 0 ? input(token) : plus(matvec(x, w[`w_x${l}`]), host[`b${l}`]);
+          const hw = matvec(s.h, w[`w_h${l}`]);
+          const out = cell.summed ? cell.step(plus(xw, hw), null, s, H) : cell.step(xw, hw, s, H, host[`b_hn${l}`]);
+          x = out.h;
+          return out;
         });
-        const values = logits.dataSync();
-        logits.dispose();
-        state.forEach((s) => tf.dispose(s));
-        return { logits: values, state: next };
+        return { logits: output(m, w, host, x), state: next };
       },
     };
   }
@@ -166,24 +184,20 @@ const charlm = (() => {
     for (const t of cut.tokens) ({ logits, state } = step.run(t, state));
     let allowed = tok.startingWith(cut.open), skip = cut.open >= 0 ? 1 : 0, made = 0;
     let piece = "", yielded = performance.now();
-    try {
-      while (made < length) {
-        const t = pick(logits, temperature, rand, allowed);
-        allowed = null;
-        let chars = [...tok.text[t]].slice(skip);
-        skip = 0;
-        chars = chars.slice(0, length - made);
-        made += chars.length;
-        piece += chars.join("");
-        if (made < length) ({ logits, state } = step.run(t, state));
-        if (performance.now() - yielded > 50 || made >= length) {
-          yield piece;
-          piece = "";
-          yielded = performance.now();
-        }
+    while (made < length) {
+      const t = pick(logits, temperature, rand, allowed);
+      allowed = null;
+      let chars = [...tok.text[t]].slice(skip);
+      skip = 0;
+      chars = chars.slice(0, length - made);
+      made += chars.length;
+      piece += chars.join("");
+      if (made < length) ({ logits, state } = step.run(t, state));
+      if (performance.now() - yielded > 50 || made >= length) {
+        yield piece;
+        piece = "";
+        yielded = performance.now();
       }
-    } finally {
-      state.forEach((s) => tf.dispose(s));
     }
   }
 
