@@ -166,18 +166,13 @@ def litert_interpreter(path):
     return Interpreter(model_path=str(path))
 
 
-@pytest.mark.parametrize("cell,kind,layers,embedding", [("lstm", "char", 2, 0), ("gru", "bigram", 1, 8),
-                                                         ("rnn", "char", 1, 8)])
-def test_tflite_step_follows_tensorflow_for_200_steps(cell, kind, layers, embedding, tmp_path):
+def check_tflite_step(run, out, steps=200):
+    """The LiteRT file's step against TensorFlow's, token by token: logits and state to 1e-4."""
     import tensorflow as tf
 
     from charlm.run.checkpoint import load_model
 
-    run = make_run(tmp_path / "run", cell=cell, kind=kind, layers=layers, embedding=embedding)
-    out = tmp_path / "phone" / "model.tflite"
-    r = invoke("export", "--checkpoint", run, "--format", "tflite", out)
-    assert r.exit_code == 0, r.output
-    vocab = json.loads((tmp_path / "phone" / "model.vocab.json").read_text())
+    vocab = json.loads(out.with_name(out.stem + ".vocab.json").read_text())
     interpreter = litert_interpreter(out)
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert ops and not any("flex" in op.lower() or op == "CUSTOM" for op in ops), ops
@@ -186,13 +181,21 @@ def test_tflite_step_follows_tensorflow_for_200_steps(cell, kind, layers, embedd
     weights = model.step_weights()
     state = model.zero_state(1)
     lite_state = np.zeros(vocab["state_shape"], np.float32)
-    tokens = np.random.default_rng(5).integers(0, vocab["num_tokens"], 200)
-    for token in tokens:
+    for token in np.random.default_rng(5).integers(0, vocab["num_tokens"], steps):
         logits, state = model.step(weights, tf.constant([token], tf.int32), state)
         got = step(token=np.array([token], np.int32), state=lite_state)
         lite_state = got["state"]
         np.testing.assert_allclose(got["logits"], logits.numpy()[0], atol=1e-4, rtol=0)
     np.testing.assert_allclose(lite_state, np.stack([np.concatenate([h, c]) for h, c in state]), atol=1e-4)
+
+
+@pytest.mark.parametrize("cell,kind,layers,embedding", [("lstm", "char", 2, 0), ("gru", "bigram", 1, 8)])
+def test_tflite_step_follows_tensorflow_for_200_steps(cell, kind, layers, embedding, tmp_path):
+    run = make_run(tmp_path / "run", cell=cell, kind=kind, layers=layers, embedding=embedding)
+    out = tmp_path / "phone" / "model.tflite"
+    r = invoke("export", "--checkpoint", run, "--format", "tflite", out)
+    assert r.exit_code == 0, r.output
+    check_tflite_step(run, out)
 
 
 def readme_block(heading):
@@ -203,9 +206,10 @@ def readme_block(heading):
 
 @pytest.mark.slow
 def test_the_readme_generates_from_the_tflite_file_alone(tmp_path):
-    run = make_run(tmp_path / "run")
+    run = make_run(tmp_path / "run", cell="rnn", embedding=8)      # the third cell's step check, too
     r = invoke("export", "--checkpoint", run, "--format", "tflite", tmp_path / "model.tflite")
     assert r.exit_code == 0, r.output
+    check_tflite_step(run, tmp_path / "model.tflite")
     code = "import sys\n" + readme_block("### LiteRT") + "\nassert 'charlm' not in sys.modules\n"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -42,10 +42,11 @@ const charlm = (() => {
 
   // -- text <-> tokens (charlm.data.vocab.Tokenizer) -------------------------------------------------
   function tokenizer(m) {
-    const ids = new Map([...m.chars].map((c, k) => [c, k]));
+    // by code point, as Python's strings are (a JavaScript string's index counts UTF-16 units)
+    const list = [...m.chars], V = list.length;
+    const ids = new Map(list.map((c, k) => [c, k]));
     const pairs = new Map();
-    if (m.layout === "sparse") m.tokens.forEach((t, k) => { if (k >= m.chars.length) pairs.set(t, k); });
-    const V = [...m.chars].length;
+    if (m.layout === "sparse") m.tokens.forEach((t, k) => { if (k >= V) pairs.set(t, k); });
     const text = m.tokens;
     return {
       text,
@@ -73,8 +74,8 @@ const charlm = (() => {
       // the tokens a generation may start with: all, or those that begin with the open character
       startingWith(open) {
         if (open < 0) return null;
-        const c = m.chars[open];
-        return text.map((t) => t[0] === c);
+        const c = list[open].codePointAt(0);
+        return text.map((t) => t.codePointAt(0) === c);
       },
     };
   }
@@ -244,8 +245,10 @@ const charlm = (() => {
       $("generate").disabled = false;
     }
     const seconds = (performance.now() - started) / 1000;
+    const dropped = model.tokens.encode(options.prime || "").dropped;
     $("status").textContent = `${generated.toLocaleString()} characters in ${seconds.toFixed(2)} s ` +
-      `(${Math.round(generated / seconds).toLocaleString()} chars/s, ${tf.getBackend()})`;
+      `(${Math.round(generated / seconds).toLocaleString()} chars/s, ${tf.getBackend()})` +
+      (dropped.length ? `; left out of the prime, unknown to the model: ${dropped.join(" ")}` : "");
     document.body.dataset.runs = Number(document.body.dataset.runs || 0) + 1;
     return { text, generated, seconds };
   }
