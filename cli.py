@@ -329,14 +329,23 @@ def eval_(checkpoint, best, text_file, split, as_json, streams, precision, oov):
 # -- export ------------------------------------------------------------------------------------------
 @main.command()
 @_checkpoint_option
-@click.option("--output", type=click.Path(), required=True, help="SavedModel folder to create (must not exist).")
+@click.argument("out", required=False, type=click.Path())
+@click.option("--output", type=click.Path(), default=None, help="The same as OUT.")
+@click.option("--format", "format_", default="savedmodel", show_default=True,
+              help="savedmodel (a folder for TensorFlow), web (a folder with a page that generates "
+                   "in the browser with TensorFlow.js) or tflite (a LiteRT file with a step signature).")
+@click.option("--weights", default="float32", show_default=True, help="web: float32 or float16 weights.")
+@click.option("--tfjs-url", default=None, help="web: the address of a local node_modules folder holding "
+              "@tensorflow/tfjs and @tensorflow/tfjs-backend-wasm (default: the jsDelivr CDN).")
 @user_errors
-def export(checkpoint, best, output):
-    """Write a SavedModel with generate(prime, length, temperature) and score(text)."""
+def export(checkpoint, best, out, output, format_, weights, tfjs_url):
+    """Write the run to OUT (which must not exist) as a SavedModel, a web page or a LiteRT file."""
+    if (out is None) == (output is None):
+        raise click.UsageError("give the output path once: OUT or --output OUT")
     _quiet_tensorflow()
     from charlm.use.export import export as write
 
-    click.echo(str(write(_resolve_checkpoint(checkpoint), output, best=best)))
+    click.echo(str(write(_resolve_checkpoint(checkpoint), out or output, format_, weights, tfjs_url, best=best)))
 
 
 # -- datasets ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""SavedModel export: a run folder as a model plain TensorFlow can load without charlm.
+"""Export: a run folder as a model that runs without charlm (SavedModel here; web and LiteRT beside).
 
 ``m = tf.saved_model.load(OUT)`` then
 ``m.generate(prime=tf.constant("ROMEO:"), length=tf.constant(200), temperature=tf.constant(1.0))``
@@ -163,21 +163,65 @@ def until_stop(codes, start, stop):
     return codes[:end]
 
 
-def export(checkpoint, output, best: bool = False) -> Path:
-    """Write the run in ``checkpoint`` (``best``: its ``best/`` checkpoint) as a SavedModel at
-    ``output`` (which must not exist)."""
+FORMATS = ("savedmodel", "web", "tflite")
+
+
+def export(checkpoint, output, format: str = "savedmodel", weights: str = "float32",
+           tfjs_url: str | None = None, best: bool = False) -> Path:
+    """Write the run in ``checkpoint`` (``best``: its ``best/`` checkpoint) to ``output`` (which
+    must not exist) as ``format``:
+
+    * ``savedmodel``: a SavedModel folder with ``generate`` and ``score`` (above);
+    * ``web``: a folder with a page that generates in the browser (:mod:`charlm.use.web`;
+      ``weights`` float32 or float16, ``tfjs_url`` a local copy of TensorFlow.js);
+    * ``tflite``: a LiteRT file with a ``step`` signature and its vocabulary beside it
+      (:mod:`charlm.use.tflite`).
+
+    Nothing is written unless the whole export succeeds.
+    """
     from charlm.run.checkpoint import load_model
 
+    if format not in FORMATS:
+        raise CharlmError(f"unknown --format {format!r}; choose from {', '.join(FORMATS)}")
+    if format != "web" and (tfjs_url is not None or weights != "float32"):
+        raise CharlmError("--tfjs-url and --weights apply to --format web only")
+    from charlm.use.web import WEIGHT_DTYPES
+
+    if weights not in WEIGHT_DTYPES:
+        raise CharlmError(f"unknown --weights {weights!r}; choose from {', '.join(WEIGHT_DTYPES)}")
     output = Path(output)
-    if output.exists():
-        raise CharlmError(f"{output} already exists; choose a new --output (nothing was overwritten)")
+    taken = [output]
+    if format == "tflite":
+        from charlm.use.tflite import vocab_path, write_tflite
+
+        taken.append(vocab_path(output))
+    for path in taken:
+        if path.exists() or path.is_symlink():
+            raise CharlmError(f"{path} already exists; choose a new output (nothing was overwritten)")
     model, tokenizer, _ = load_model(checkpoint, best=best)
-    module = ExportedModel(model, tokenizer)
+    name = Path(checkpoint).resolve().name
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")
+    if format == "tflite":
+        write_tflite(model, tokenizer, output, name)
+        return output
     if tmp.exists():
         import shutil
 
         shutil.rmtree(tmp)
-    tf.saved_model.save(module, str(tmp), signatures={"generate": module.generate, "score": module.score})
-    tmp.rename(output)
+    try:
+        if format == "web":
+            from charlm.use.web import write_web
+
+            tmp.mkdir()
+            write_web(model, tokenizer, tmp, name, weights, tfjs_url)
+        else:
+            module = ExportedModel(model, tokenizer)
+            tf.saved_model.save(module, str(tmp), signatures={"generate": module.generate, "score": module.score})
+        tmp.rename(output)
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
     return output
