@@ -189,9 +189,16 @@ def sample(checkpoint, length, prime, temperature, top_k, seed, num_samples, oov
                    "tokens before it (default: one per 4096 tokens, up to 256); 1: one state throughout.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Matmul inputs of the side-by-side pieces, as for train.")
+@click.option("--dynamic", is_flag=True,
+              help="Dynamic evaluation: after scoring each segment, one gradient step on it (the run "
+                   "folder is not changed); prints the static figure too.")
+@click.option("--dynamic-lr", type=float, default=None, help="--dynamic: RMS-normalised step size.")
+@click.option("--dynamic-decay", type=float, default=None, help="--dynamic: pull back towards the trained weights.")
+@click.option("--dynamic-segment", type=POSITIVE, default=None, help="--dynamic: tokens between updates.")
 @OOV_OPTION
 @user_errors
-def eval_(checkpoint, text_file, split, as_json, streams, precision, oov):
+def eval_(checkpoint, text_file, split, as_json, streams, precision, dynamic, dynamic_lr, dynamic_decay,
+          dynamic_segment, oov):
     """Perplexity and bits per character of a text, the LSTM state carried through it."""
     if text_file and split:
         raise click.UsageError("give either --text-file or --split, not both")
@@ -203,11 +210,20 @@ def eval_(checkpoint, text_file, split, as_json, streams, precision, oov):
 
     path = _resolve_checkpoint(checkpoint)
     text = read_text_file(text_file) if text_file else None
-    score, tokenizer = evaluate(path, text=text, split=split, oov=oov, streams=streams, precision=precision)
+    tuning = dict(learning_rate=dynamic_lr, decay=dynamic_decay, segment=dynamic_segment)
+    if not dynamic and any(v is not None for v in tuning.values()):
+        raise click.UsageError("--dynamic-lr, --dynamic-decay and --dynamic-segment need --dynamic")
+    score, tokenizer = evaluate(path, text=text, split=split, oov=oov, streams=streams, precision=precision,
+                                dynamic=dynamic, **(tuning if dynamic else {}))
     figures = score.as_dict(tokenizer)
     if as_json:
         click.echo(json.dumps(figures))
     else:
+        if dynamic:
+            click.echo(f"static nats/char {figures['static_nats_per_char']:.4f}  "
+                       f"({figures['dynamic']['static_seconds']:.1f} s)")
+            click.echo(f"dynamic          {figures['dynamic']['seconds']:.1f} s, "
+                       f"{figures['gain_nats_per_char']:+.4f} nats/char below static")
         click.echo(f"characters       {figures['characters']:,}")
         click.echo(f"nats per char    {figures['nats_per_char']:.4f}")
         click.echo(f"bits per char    {figures['bits_per_char']:.4f}")

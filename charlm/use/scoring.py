@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -53,6 +54,23 @@ class Score:
             d.update(tokens=self.tokens,
                      nats_per_token=self.token_nats / self.tokens if self.tokens else float("nan"),
                      perplexity_per_token=_exp(self.token_nats / self.tokens) if self.tokens else float("nan"))
+        return d
+
+
+@dataclass
+class DynamicScore(Score):
+    """Dynamic evaluation's figure (:mod:`charlm.use.dynamic`), the static one of the same model
+    and text beside it, and every token's nats in text order."""
+
+    static: Score | None = None
+    positions: np.ndarray | None = None
+    settings: dict = field(default_factory=dict)
+
+    def as_dict(self, tokenizer: Tokenizer | None = None) -> dict:
+        d = super().as_dict(tokenizer)
+        d.update({f"static_{k}": v for k, v in self.static.as_dict(tokenizer).items() if k != "characters"})
+        d["gain_nats_per_char"] = self.static.nats_per_char - self.nats_per_char
+        d["dynamic"] = dict(self.settings)
         return d
 
 
@@ -156,11 +174,39 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def score_dynamically(model, tokenizer: Tokenizer, ids: np.ndarray, stats_tokens: np.ndarray, compute=None,
+                      streams: int | None = None, **settings) -> DynamicScore:
+    """Dynamic evaluation of ``ids`` (:mod:`charlm.use.dynamic`) after its statistics pass on
+    ``stats_tokens`` (training text), with the static figure beside it; ``settings``:
+    ``learning_rate``, ``decay``, ``segment``, ``stats_count`` (tokens of the statistics pass)."""
+    from charlm.use.dynamic import DynamicScorer
+
+    count = settings.pop("stats_count", None)
+    began = time.perf_counter()
+    scorer = DynamicScorer(model, tokenizer, streams=streams, compute=compute, **settings)
+    scorer.gather_statistics(stats_tokens, **({"count": count} if count else {}))
+    leftover = tokenizer.leftover(ids)
+    positions, done, *last = scorer.score_tokens(tokenizer.tokens(ids), last_logits=bool(leftover.size))
+    token_nats = total = float(positions.sum())
+    if leftover.size:
+        total += float(open_pair_nats(tf.nn.log_softmax(tf.cast(last[0], tf.float64)), int(leftover[0]),
+                                      tokenizer.vocab.size))
+    done["seconds"] = round(time.perf_counter() - began, 3)
+    began = time.perf_counter()
+    static = Scorer(model, tokenizer, compute=compute).score_ids(ids)
+    done["static_seconds"] = round(time.perf_counter() - began, 3)
+    return DynamicScore(characters=int(ids.size), tokens=int(positions.size), nats=total, token_nats=token_nats,
+                        static=static, positions=positions, settings=done)
+
+
 def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov: str = "error",
-             streams: int | None = None, precision: str = "auto") -> tuple[Score, Tokenizer]:
+             streams: int | None = None, precision: str = "auto", dynamic: bool = False,
+             **dynamic_settings) -> tuple[Score, Tokenizer]:
     """Score ``text`` (or the run's ``valid``/``train`` split) with the run in ``checkpoint``.
 
     ``streams`` (default: by length) and ``precision`` as for :class:`Scorer` and ``train``.
+    ``dynamic``: dynamic evaluation (:func:`score_dynamically`, a :class:`DynamicScore`), its
+    statistics pass on the run's training split; ``dynamic_settings`` as there (``None``: the default).
     """
     from charlm.run.checkpoint import load_model
     from charlm.errors import CharlmError
@@ -169,7 +215,19 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
     if streams is not None and streams < 1:
         raise CharlmError(f"--streams must be at least 1 (got {streams})")
     model, tokenizer, info = load_model(checkpoint)
-    scorer = Scorer(model, tokenizer, streams=streams, compute=compute_dtype(precision, model.config.hidden)[0])
+    compute = compute_dtype(precision, model.config.hidden)[0]
+    ids = _ids_to_score(info, tokenizer, text, split, oov)
+    if dynamic:
+        settings = {k: v for k, v in dynamic_settings.items() if v is not None}
+        training = tokenizer.tokens(_ids_to_score(info, tokenizer, None, "train", oov))
+        return score_dynamically(model, tokenizer, ids, training, compute, streams, **settings), tokenizer
+    return Scorer(model, tokenizer, streams=streams, compute=compute).score_ids(ids), tokenizer
+
+
+def _ids_to_score(info, tokenizer: Tokenizer, text: str | None, split: str | None, oov: str) -> np.ndarray:
+    """The ids of ``text``, or of the run's ``split`` when ``text`` is None."""
+    from charlm.errors import CharlmError
+
     if text is None:
         from charlm.data.corpora import load_corpus
         from charlm.data.splits import split_ids
@@ -181,10 +239,10 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
         ids = valid_ids if split == "valid" else train_ids
         if ids.size == 0:
             raise CharlmError(f"the run's {split} split is empty (valid size {train_cfg.valid_size})")
-        return scorer.score_ids(ids), tokenizer
+        return ids
     if not text:
         raise CharlmError("the evaluation text is empty")
     ids = tokenizer.vocab.encode(text, oov=oov, what="evaluation text")
     if ids.size == 0:
         raise CharlmError("no characters left to score after skipping unknown ones")
-    return scorer.score_ids(ids), tokenizer
+    return ids
