@@ -68,6 +68,8 @@ def main():
 @click.option("--embedding-size", type=NON_NEGATIVE, default=None, help="Input embedding width (0: one-hot).")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout on non-recurrent connections, in [0, 1).")
+@click.option("--weight-drop", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="DropConnect on the recurrent weights, one mask per batch (AWD-LSTM), in [0, 1).")
 @click.option("--dropout-mask", type=click.Choice(DROPOUT_MASKS), default=None,
               help="A new dropout mask every time step (Zaremba et al.) or one per sequence (variational).")
 @click.option("--auto-dropout/--no-auto-dropout", default=None,
