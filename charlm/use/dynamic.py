@@ -33,14 +33,15 @@ from charlm.errors import CharlmError
 from charlm.fast.matmul import matmul_seq
 from charlm.fast.streams import WARMUP
 
-LEARNING_RATE = 0.002     # RMS-normalised step size
-DECAY = 0.001             # pull towards the trained weights per segment
+LEARNING_RATE = 0.003     # RMS-normalised step size
+DECAY = 0.01              # pull towards the trained weights per segment
 SEGMENT = 50              # tokens per stream between two updates
 PIECE_TOKENS = 16384      # default streams: one per this many tokens of text ...
 MAX_STREAMS = 64          # ... up to this many
-STATS_TOKENS = 200_000    # training tokens of the statistics pass ...
+STATS_TOKENS = 50_000     # training tokens of the statistics pass ...
 STATS_STREAMS = 32        # ... read as this many columns
 EPSILON = 1e-8
+RMS_FLOOR = 0.1           # of the mean rms: the least a step is divided by
 MEMORY_BYTES = 1 << 30    # adapted copies of all streams at most (with their gradients)
 
 
@@ -172,7 +173,7 @@ class DynamicScorer:
         mean = tf.add_n([tf.reduce_sum(r) for r in self.rms]) / sum(int(np.prod(r.shape)) for r in self.rms)
         # a weight whose gradient training never saw (a character absent from the statistics pass)
         # would get an unbounded step: the floor is a thousandth of the mean
-        scale = [1.0 / (r + EPSILON + 1e-3 * mean) for r in self.rms]
+        scale = [1.0 / (r + EPSILON + RMS_FLOOR * mean) for r in self.rms]
         rate = [tf.minimum(r / mean, 1.0 / self.decay) if self.decay else tf.zeros_like(r) for r in self.rms]
         lr, decay = tf.constant(self.learning_rate, tf.float32), tf.constant(self.decay, tf.float32)
         params = self._copies(streams)
