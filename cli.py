@@ -89,6 +89,8 @@ def _corpus_options(fn):
 @click.option("--embedding-size", type=NON_NEGATIVE, default=None, help="Input embedding width (0: one-hot).")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout on non-recurrent connections, in [0, 1).")
+@click.option("--weight-drop", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="DropConnect on the recurrent weights, one mask per batch (AWD-LSTM), in [0, 1).")
 @click.option("--dropout-mask", type=click.Choice(DROPOUT_MASKS), default=None,
               help="A new dropout mask every time step (Zaremba et al.) or one per sequence (variational).")
 @click.option("--auto-dropout/--no-auto-dropout", default=None,
@@ -298,9 +300,16 @@ def _read_prime_file(path) -> str:
                    "tokens before it (default: one per 4096 tokens, up to 256); 1: one state throughout.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Matmul inputs of the side-by-side pieces, as for train.")
+@click.option("--dynamic", is_flag=True,
+              help="Dynamic evaluation: after scoring each segment, one gradient step on it (the run "
+                   "folder is not changed); prints the static figure too.")
+@click.option("--dynamic-lr", type=float, default=None, help="--dynamic: RMS-normalised step size.")
+@click.option("--dynamic-decay", type=float, default=None, help="--dynamic: pull back towards the trained weights.")
+@click.option("--dynamic-segment", type=POSITIVE, default=None, help="--dynamic: tokens between updates.")
 @OOV_OPTION
 @user_errors
-def eval_(checkpoint, best, text_file, split, as_json, streams, precision, oov):
+def eval_(checkpoint, best, text_file, split, as_json, streams, precision, dynamic, dynamic_lr, dynamic_decay,
+          dynamic_segment, oov):
     """Perplexity and bits per character of a text, the LSTM state carried through it."""
     if text_file and split:
         raise click.UsageError("give either --text-file or --split, not both")
@@ -310,12 +319,20 @@ def eval_(checkpoint, best, text_file, split, as_json, streams, precision, oov):
     from charlm.use.scoring import evaluate
 
     path = _resolve_checkpoint(checkpoint)
+    tuning = dict(learning_rate=dynamic_lr, decay=dynamic_decay, segment=dynamic_segment)
+    if not dynamic and any(v is not None for v in tuning.values()):
+        raise click.UsageError("--dynamic-lr, --dynamic-decay and --dynamic-segment need --dynamic")
     score, tokenizer = evaluate(path, text_file=text_file or None, split=split, oov=oov, streams=streams,
-                                precision=precision, best=best)
+                                precision=precision, best=best, dynamic=dynamic, **(tuning if dynamic else {}))
     figures = score.as_dict(tokenizer)
     if as_json:
         click.echo(json.dumps(figures))
     else:
+        if dynamic:
+            click.echo(f"static nats/char {figures['static_nats_per_char']:.4f}  "
+                       f"({figures['dynamic']['static_seconds']:.1f} s)")
+            click.echo(f"dynamic          {figures['dynamic']['seconds']:.1f} s, "
+                       f"{figures['gain_nats_per_char']:+.4f} nats/char below static")
         click.echo(f"characters       {figures['characters']:,}")
         click.echo(f"nats per char    {figures['nats_per_char']:.4f}")
         click.echo(f"bits per char    {figures['bits_per_char']:.4f}")

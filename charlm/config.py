@@ -38,8 +38,14 @@ class ModelConfig:
     embedding_size: int = 0       # 0: one-hot input (the notebook's char model)
     dropout: float = 0.0          # on non-recurrent connections only (Zaremba et al. 2014)
     dropout_mask: str = "step"    # a new mask each time step, or one per sequence ("sequence")
+    weight_drop: float = 0.0      # DropConnect on the recurrent kernels, one mask per batch (AWD-LSTM)
     init: str = "notebook"        # one of INITS
     cell: str = "lstm"            # one of CELLS (runs saved before the field existed are LSTMs)
+
+    @property
+    def drops(self) -> bool:
+        """Whether training draws dropout or DropConnect masks."""
+        return self.dropout > 0 or self.weight_drop > 0
 
     def validate(self):
         _check(self.kind in ("char", "bigram"), f"--model must be char or bigram, not {self.kind!r}")
@@ -50,6 +56,7 @@ class ModelConfig:
         _check(self.kind == "char" or self.embedding_size > 0,
                "bigram models read an embedding: give --embedding-size > 0")
         _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1) (got {self.dropout})")
+        _check(0.0 <= self.weight_drop < 1.0, f"--weight-drop must be in [0, 1) (got {self.weight_drop})")
         _check(self.dropout_mask in DROPOUT_MASKS,
                f"--dropout-mask must be one of {', '.join(DROPOUT_MASKS)} (got {self.dropout_mask!r})")
         _check(self.init in INITS, f"unknown init {self.init!r}")

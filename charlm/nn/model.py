@@ -11,7 +11,10 @@ lookup, for an embedding one big matmul, :mod:`charlm.fast.lookup`), and only th
 path against a plain-numpy four-matmul reference.
 
 Dropout (Zaremba et al. 2014) touches only non-recurrent connections: the input of each layer and
-the output of the top layer; the ``h -> h`` path through time is never dropped.  Dropout masks
+the output of the top layer; the ``h -> h`` activations through time are never dropped.  The
+recurrent *weights* may be (``weight_drop``, DropConnect as in AWD-LSTM, Merity et al. 2018): one
+mask over each recurrent kernel per training batch, the same at every time step and for every
+row, so the fast loops run unchanged on the masked kernel (it costs one kernel-sized draw a step).  Dropout masks
 come from stateless random ops seeded by the caller, so a training run is reproducible and
 resumable.
 """
@@ -110,6 +113,11 @@ class CharLM(tf.Module):
                 xw = self.input_projection(tokens, seed, w_x, cell.bias)
             else:
                 xw = matmul_seq(self._dropout(outputs, seed, layer), w_x, self.compute_dtype) + cell.bias
+            if seed is not None and self.config.weight_drop > 0:
+                keep = 1.0 - self.config.weight_drop
+                noise = tf.random.stateless_uniform(tf.shape(w_h), seed=seed + tf.constant([1, layer], seed.dtype),
+                                                    dtype=self.dtype)
+                w_h = w_h * tf.cast(noise < keep, self.dtype) / keep
             outputs, layer_state = cell.sequence(xw, w_h, state[layer], loop, self.compute_dtype)
             new_state.append(layer_state)
         top = self._dropout(outputs, seed, len(self.cells))

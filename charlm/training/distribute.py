@@ -145,7 +145,7 @@ class ReplicaSteps:
         first = ctx.replica_id_in_sync_group * rows
         local = batch[:, first:first + rows]
         state = [(h[first:first + rows], c[first:first + rows]) for h, c in self.carried]
-        if self.model_cfg.dropout > 0:
+        if self.model_cfg.drops:
             seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
         else:
             seed = None
@@ -161,7 +161,7 @@ class ReplicaSteps:
 
     def _distributed_step(self, batch, progress):
         strategy = self.strategy
-        seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else tf.zeros([2], tf.int64)
+        seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.drops else tf.zeros([2], tf.int64)
         results = strategy.run(self._replica_step, args=(batch, seed))
         # every replica holds the same reduced values; the update runs once, in cross-replica
         # context, and writes every copy of the mirrored variables

@@ -248,7 +248,7 @@ class Trainer(ReplicaSteps):
     # -- the compiled block of steps ---------------------------------------------------------------
     def _one_step(self, batch, progress):
         state = [(h.read_value(), c.read_value()) for h, c in self.carried]
-        seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.dropout > 0 else None
+        seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.drops else None
         with tf.GradientTape() as tape:
             logits, new_state = self.model.unroll(batch[:-1], state, seed)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -54,6 +55,23 @@ class Score:
             d.update(tokens=self.tokens,
                      nats_per_token=self.token_nats / self.tokens if self.tokens else float("nan"),
                      perplexity_per_token=_exp(self.token_nats / self.tokens) if self.tokens else float("nan"))
+        return d
+
+
+@dataclass
+class DynamicScore(Score):
+    """Dynamic evaluation's figure (:mod:`charlm.use.dynamic`), the static one of the same model
+    and text beside it, and every token's nats in text order."""
+
+    static: Score | None = None
+    positions: np.ndarray | None = None
+    settings: dict = field(default_factory=dict)
+
+    def as_dict(self, tokenizer: Tokenizer | None = None) -> dict:
+        d = super().as_dict(tokenizer)
+        d.update({f"static_{k}": v for k, v in self.static.as_dict(tokenizer).items() if k != "characters"})
+        d["gain_nats_per_char"] = self.static.nats_per_char - self.nats_per_char
+        d["dynamic"] = dict(self.settings)
         return d
 
 
@@ -162,25 +180,62 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def score_dynamically(model, tokenizer: Tokenizer, ids: np.ndarray, stats_tokens: np.ndarray, compute=None,
+                      streams: int | None = None, **settings) -> DynamicScore:
+    """Dynamic evaluation of ``ids`` (:mod:`charlm.use.dynamic`) after its statistics pass on
+    ``stats_tokens`` (training text), with the static figure beside it; ``settings``:
+    ``learning_rate``, ``decay``, ``segment``, ``stats_count`` (tokens of the statistics pass)."""
+    from charlm.use.dynamic import DynamicScorer
+
+    count = settings.pop("stats_count", None)
+    began = time.perf_counter()
+    scorer = DynamicScorer(model, tokenizer, streams=streams, compute=compute, **settings)
+    scorer.gather_statistics(stats_tokens, **({"count": count} if count else {}))
+    leftover = tokenizer.leftover(ids)
+    positions, done, *last = scorer.score_tokens(tokenizer.tokens(ids), last_logits=bool(leftover.size))
+    token_nats = total = float(positions.sum())
+    if leftover.size:
+        total += float(open_pair_nats(tf.nn.log_softmax(tf.cast(last[0], tf.float64)), int(leftover[0]),
+                                      tokenizer.vocab.size))
+    done["seconds"] = round(time.perf_counter() - began, 3)
+    began = time.perf_counter()
+    static = Scorer(model, tokenizer, compute=compute).score_ids(ids)
+    done["static_seconds"] = round(time.perf_counter() - began, 3)
+    return DynamicScore(characters=int(ids.size), tokens=int(positions.size), nats=total, token_nats=token_nats,
+                        static=static, positions=positions, settings=done)
+
+
 def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov: str = "error",
              streams: int | None = None, precision: str = "auto", best: bool = False,
-             text_file=None) -> tuple[Score, Tokenizer]:
+             text_file=None, dynamic: bool = False, **dynamic_settings) -> tuple[Score, Tokenizer]:
     """Score ``text``, the file ``text_file`` (streamed from disk: any size) or the run's
     ``valid``/``train`` split with the run in ``checkpoint`` (``best``: its ``best/`` checkpoint).
 
     ``streams`` (default: by length) and ``precision`` as for :class:`Scorer` and ``train``.
+    ``dynamic``: dynamic evaluation (:func:`score_dynamically`, a :class:`DynamicScore`), its
+    statistics pass on the run's training split; ``dynamic_settings`` as there (``None``: the default).
     """
     from charlm.run.checkpoint import load_model
     from charlm.errors import CharlmError
     from charlm.fast.precision import compute_dtype
-    from charlm.data import prepared
 
     if streams is not None and streams < 1:
         raise CharlmError(f"--streams must be at least 1 (got {streams})")
     model, tokenizer, info = load_model(checkpoint, best=best)
-    scorer = Scorer(model, tokenizer, streams=streams, compute=compute_dtype(precision, model.config.hidden)[0])
+    compute = compute_dtype(precision, model.config.hidden)[0]
+    scorer = Scorer(model, tokenizer, streams=streams, compute=compute)
+    if dynamic:        # the adapted text is held in memory: its per-position scores are kept
+        if text_file is not None:
+            from charlm.data.corpora import read_text_file
+
+            text = read_text_file(text_file)
+        ids = _text_ids(tokenizer, text, oov) if text is not None else _split_ids(info, tokenizer, split, oov)
+        settings = {k: v for k, v in dynamic_settings.items() if v is not None}
+        training, _ = _split_tokens(info, tokenizer, oov)
+        return score_dynamically(model, tokenizer, ids, training, compute, streams, **settings), tokenizer
     if text_file is not None:
         from pathlib import Path
+        from charlm.data import prepared
 
         path = Path(text_file).expanduser()
         if not path.exists():
@@ -189,22 +244,60 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
             raise CharlmError(f"corpus path is a directory, not a file: {path}")
         with prepared.streamed_text(path, tokenizer, oov) as (text_ids, tokens, leftover):
             return scorer.score_tokens(tokens, leftover, text_ids.characters), tokenizer
-    if text is None:
-        train_cfg = info["train_config"]
-        corpus = prepared.prepare_for(train_cfg.corpus, tokenizer.vocab, train_cfg.separator,
-                                      train_cfg.skip_bad_files, oov=oov)
-        valid_ids, train_ranges = prepared.split(corpus, train_cfg.valid_size, train_cfg.valid_split)
-        if split == "valid":
-            if valid_ids.size == 0:
-                raise CharlmError(f"the run's {split} split is empty (valid size {train_cfg.valid_size})")
-            return scorer.score_ids(valid_ids), tokenizer
-        tokens, leftover = prepared.token_file(corpus, tokenizer, train_ranges)
-        if tokens.size == 0:
-            raise CharlmError(f"the run's {split} split is empty (valid size {train_cfg.valid_size})")
-        return scorer.score_tokens(tokens, leftover, sum(b - a for a, b in train_ranges)), tokenizer
+    if text is not None:
+        return scorer.score_ids(_text_ids(tokenizer, text, oov)), tokenizer
+    if split == "valid":
+        return scorer.score_ids(_split_ids(info, tokenizer, split, oov)), tokenizer
+    tokens, leftover, characters = _split_tokens(info, tokenizer, oov, with_characters=True)
+    return scorer.score_tokens(tokens, leftover, characters), tokenizer
+
+
+def _text_ids(tokenizer: Tokenizer, text: str, oov: str) -> np.ndarray:
+    from charlm.errors import CharlmError
+
     if not text:
         raise CharlmError("the evaluation text is empty")
     ids = tokenizer.vocab.encode(text, oov=oov, what="evaluation text")
     if ids.size == 0:
         raise CharlmError("no characters left to score after skipping unknown ones")
-    return scorer.score_ids(ids), tokenizer
+    return ids
+
+
+def _prepared_split(info, tokenizer: Tokenizer, oov: str):
+    """The run's corpus (prepared, memory-mapped), its validation ids and training ranges."""
+    from charlm.data import prepared
+
+    train_cfg = info["train_config"]
+    corpus = prepared.prepare_for(train_cfg.corpus, tokenizer.vocab, train_cfg.separator,
+                                  train_cfg.skip_bad_files, oov=oov)
+    valid_ids, train_ranges = prepared.split(corpus, train_cfg.valid_size, train_cfg.valid_split)
+    return corpus, valid_ids, train_ranges
+
+
+def _split_ids(info, tokenizer: Tokenizer, split: str, oov: str) -> np.ndarray:
+    """The ids of the run's ``split`` ("valid" or "train"), in memory."""
+    from charlm.data.splits import join
+
+    corpus, valid_ids, train_ranges = _prepared_split(info, tokenizer, oov)
+    ids = valid_ids if split == "valid" else join(corpus.ids, train_ranges)
+    _refuse_empty(ids.size, split, info)
+    return ids
+
+
+def _split_tokens(info, tokenizer: Tokenizer, oov: str, with_characters: bool = False):
+    """The run's training split as tokens read through the memory map, and its leftover."""
+    from charlm.data import prepared
+
+    corpus, _, train_ranges = _prepared_split(info, tokenizer, oov)
+    tokens, leftover = prepared.token_file(corpus, tokenizer, train_ranges)
+    _refuse_empty(tokens.size, "train", info)
+    if with_characters:
+        return tokens, leftover, sum(b - a for a, b in train_ranges)
+    return tokens, leftover
+
+
+def _refuse_empty(size: int, split: str, info):
+    from charlm.errors import CharlmError
+
+    if size == 0:
+        raise CharlmError(f"the run's {split} split is empty (valid size {info['train_config'].valid_size})")

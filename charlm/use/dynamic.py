@@ -1,0 +1,200 @@
+"""Dynamic evaluation (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence Models"): the
+model adapts to the text while it scores it.
+
+The text is read segment by segment.  Each segment is scored first, with the weights as they are;
+then one gradient step on that segment's loss moves the weights, and the state is carried on.  So
+every character is scored exactly once, before any update that has seen it: a character's score
+depends only on the text before it.  The step is RMS-normalised, ``-lr * g / (rms + eps)``, with
+``rms`` the root mean square of the same gradients gathered beforehand on the run's training text
+(the "statistics pass"), and a decay pulls every weight back towards its trained value,
+``decay * rate * (trained - weight)``, where ``rate`` is ``rms`` over its mean (weights that
+training moves much also return fast), at most ``1 / decay``.  The adapted weights live only in
+memory: the run folder is never written.
+
+What is adapted, and why not all of it: a long text is read as side-by-side streams (as
+:mod:`charlm.use.scoring` does), each with its *own* adapted copy, because one copy shared by
+streams would let a later piece of the text change the weights an earlier piece is scored with.
+A per-stream copy of the recurrent kernels would turn the batched ``[S, H] @ [H, 4H]`` product of
+every step into S matrix-vector products (and S times the weights to read), so the streams share
+the trained recurrent kernels (and deeper layers' input kernels) and each adapts the rest: layer 0's
+input table (the embedding times the input kernel, with its bias: one row per token), the deeper
+layers' biases and the softmax.  The recurrence itself runs on the cells' own training loops
+(:mod:`charlm.fast`), their hand-derived backward pass included.
+
+The defaults were tuned on the validation splits of runs trained by the ``fast`` preset
+(benchmarks/README.md, "Dynamic evaluation"), never on the text scored there.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from charlm.errors import CharlmError
+from charlm.fast.matmul import matmul_seq
+from charlm.fast.streams import WARMUP
+
+LEARNING_RATE = 0.003     # RMS-normalised step size
+DECAY = 0.01              # pull towards the trained weights per segment
+SEGMENT = 50              # tokens per stream between two updates
+PIECE_TOKENS = 16384      # default streams: one per this many tokens of text ...
+MAX_STREAMS = 64          # ... up to this many
+STATS_TOKENS = 50_000     # training tokens of the statistics pass ...
+STATS_STREAMS = 32        # ... read as this many columns
+EPSILON = 1e-8
+RMS_FLOOR = 0.1           # of the mean rms: the least a step is divided by
+MEMORY_BYTES = 1 << 30    # adapted copies of all streams at most (with their gradients)
+
+
+def layout(n: int, streams: int, segment: int):
+    """``(ids positions, trained, scored)`` ``[rows, streams]`` for ``n`` tokens.
+
+    Stream ``s`` scores tokens ``s*L .. (s+1)*L - 1``; every stream after the first first reads
+    (and adapts to) the ``WARMUP`` tokens before its piece.  What a stream reads after its piece
+    (the next piece's start, or padding past the end) is never scored, so it cannot reach a score.
+    ``rows`` is a multiple of ``segment``.  ``pos`` is -1 where a row holds padding.
+    """
+    length = -(-n // streams)
+    warmup = min(WARMUP, length) if streams > 1 else 0
+    rows = warmup + length
+    rows += -rows % segment
+    first = np.arange(streams) * length
+    start = np.where(first == 0, 0, first - warmup)
+    pos = start[None, :] + np.arange(rows)[:, None]
+    scored = (pos >= first[None, :]) & (pos < first[None, :] + length) & (pos < n)
+    return np.where(pos < n, pos, -1), scored
+
+
+class DynamicScorer:
+    """Dynamic evaluation of one model; :meth:`gather_statistics` first, then :meth:`score_ids`."""
+
+    def __init__(self, model, tokenizer, learning_rate: float = LEARNING_RATE, decay: float = DECAY,
+                 segment: int = SEGMENT, streams: int | None = None, compute=None):
+        if learning_rate < 0 or not 0 <= decay < 1 or segment < 1 or (streams is not None and streams < 1):
+            raise CharlmError("dynamic evaluation needs a learning rate >= 0, a decay in [0, 1), "
+                              "a segment of at least 1 token and at least one stream")
+        self.model, self.tokenizer = model, tokenizer
+        self.learning_rate, self.decay, self.segment, self.streams = learning_rate, decay, segment, streams
+        self.compute = compute or model.compute_dtype
+        weights = model.step_weights()
+        layers = weights["layers"]
+        # the adapted weights, as trained: table, deeper biases, softmax
+        self.trained = [weights["table"], *(bias for _, _, bias in layers[1:]), weights["out_w"], weights["out_b"]]
+        self.w_x = [tf.cast(w_x, self.compute) for w_x, _, _ in layers[1:]]
+        self.w_h = [w_h for _, w_h, _ in layers]
+        self.rms = None
+        self._grads_fn = tf.function(self._grads, reduce_retracing=True, autograph=False)
+        self._segment_fn = tf.function(self._segment, reduce_retracing=True, autograph=False)
+
+    # -- one segment -------------------------------------------------------------------------------
+    def _forward(self, params, ids, state, top):
+        """Nats ``[T, S]`` of ``ids`` (each stream with its own ``params``), the new state, the
+        top outputs ``[T, S, H]``.  ``top``: the top output before the segment (zero at a start)."""
+        table, biases, out_w, out_b = params[0], params[1:-2], params[-2], params[-1]
+        xw = tf.transpose(tf.gather(table, tf.transpose(ids), batch_dims=1), [1, 0, 2])
+        outputs, new_state = None, []
+        for layer, cell in enumerate(self.model.cells):
+            if layer:
+                xw = matmul_seq(outputs, self.w_x[layer - 1], self.compute) + biases[layer - 1][None]
+            outputs, layer_state = cell.sequence(xw, self.w_h[layer], state[layer], "auto", self.compute)
+            new_state.append(layer_state)
+        # token t is predicted from the output after token t - 1
+        before = tf.concat([top[None], outputs[:-1]], 0)
+        logits = tf.einsum("tsh,shv->tsv", before, out_w) + out_b[None]
+        nats = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits)
+        return nats, new_state, outputs
+
+    def _grads(self, params, ids, trained, state, top):
+        """Each stream's gradient of its mean loss over the ``trained`` positions of the segment."""
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            nats, new_state, outputs = self._forward(params, ids, state, top)
+            counts = tf.maximum(tf.reduce_sum(trained, 0), 1.0)
+            loss = tf.reduce_sum(tf.reduce_sum(nats * trained, 0) / counts)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, params)]
+        return nats, new_state, outputs, grads
+
+    def _segment(self, params, ids, trained, state, top, scale, rate, lr, decay):
+        """Score the segment, then one step: ``(nats, new params, new state, outputs)``."""
+        nats, new_state, outputs, grads = self._grads(params, ids, trained, state, top)
+        new = [p - lr * g * s + decay * r * (t - p)
+               for p, g, s, r, t in zip(params, grads, scale, rate, self.trained)]
+        return nats, new, new_state, outputs
+
+    # -- the statistics pass ---------------------------------------------------------------------
+    def gather_statistics(self, tokens: np.ndarray, count: int = STATS_TOKENS, streams: int = STATS_STREAMS):
+        """The gradients' root mean square over ``count`` tokens of training text (``tokens``),
+        read as ``streams`` columns from evenly spaced places, segment by segment, the weights fixed."""
+        tokens = np.asarray(tokens, np.int32)
+        streams = max(1, min(streams, tokens.size // (self.segment + 1)))
+        if streams == 0 or tokens.size <= self.segment:
+            raise CharlmError(f"dynamic evaluation's statistics pass needs more than {self.segment} "
+                              f"tokens of training text (got {tokens.size})")
+        rows = max(self.segment, min(count // streams, tokens.size // streams) // self.segment * self.segment)
+        starts = (np.arange(streams) * (tokens.size - rows) // max(streams - 1, 1)) if streams > 1 else np.zeros(1, int)
+        grid = tokens[starts[None, :] + np.arange(rows)[:, None]]
+        params = self._copies(streams)
+        state, top = self._zero(streams)
+        squares = [tf.zeros_like(t) for t in self.trained]
+        ones = tf.ones([self.segment, streams])
+        for row in range(0, rows, self.segment):
+            _, state, outputs, grads = self._grads_fn(params, tf.constant(grid[row:row + self.segment]),
+                                                      ones, state, top)
+            top = outputs[-1]
+            squares = [q + tf.reduce_sum(tf.square(g), 0) for q, g in zip(squares, grads)]
+        samples = streams * (rows // self.segment)
+        self.rms = [tf.sqrt(q / samples) for q in squares]
+        self.stats_tokens = rows * streams
+        return self
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def _copies(self, streams: int):
+        return [tf.tile(t[None], [streams] + [1] * t.shape.rank) for t in self.trained]
+
+    def _zero(self, streams: int):
+        hidden = self.model.config.hidden
+        z = tf.zeros([streams, hidden])
+        return [(z, z) for _ in self.model.cells], z
+
+    def default_streams(self, tokens: int) -> int:
+        per_stream = sum(int(np.prod(t.shape)) for t in self.trained) * 4 * 4
+        return max(1, min(MAX_STREAMS, tokens // PIECE_TOKENS, MEMORY_BYTES // per_stream))
+
+    def score_tokens(self, tokens: np.ndarray, last_logits: bool = False):
+        """``(nats of every token in text order, settings)``; with ``last_logits``, also the
+        logits after the last token (from its stream's state and final weights)."""
+        if self.rms is None:
+            raise CharlmError("dynamic evaluation: gather_statistics() comes first")
+        tokens = np.asarray(tokens, np.int32)
+        n = tokens.size
+        streams = min(self.streams or self.default_streams(n), max(1, n))
+        pos, scored = layout(n, streams, self.segment)
+        grid = np.where(pos >= 0, tokens[np.maximum(pos, 0)], 0).astype(np.int32)
+        trained = (pos >= 0).astype(np.float32)
+        mean = tf.add_n([tf.reduce_sum(r) for r in self.rms]) / sum(int(np.prod(r.shape)) for r in self.rms)
+        # a weight whose gradient training never saw (a character absent from the statistics pass)
+        # would get an unbounded step: the floor is a thousandth of the mean
+        scale = [1.0 / (r + EPSILON + RMS_FLOOR * mean) for r in self.rms]
+        rate = [tf.minimum(r / mean, 1.0 / self.decay) if self.decay else tf.zeros_like(r) for r in self.rms]
+        lr, decay = tf.constant(self.learning_rate, tf.float32), tf.constant(self.decay, tf.float32)
+        params = self._copies(streams)
+        state, top = self._zero(streams)
+        nats = np.zeros(pos.shape, np.float64)
+        if last_logits:
+            last_stream = int(np.flatnonzero(scored.any(0))[-1])
+            last_row = int(np.flatnonzero(pos[:, last_stream] == n - 1)[0])
+        for row in range(0, pos.shape[0], self.segment):
+            piece = slice(row, row + self.segment)
+            seg_nats, params, state, outputs = self._segment_fn(
+                params, tf.constant(grid[piece]), tf.constant(trained[piece]), state, top, scale, rate, lr, decay)
+            top = outputs[-1]
+            nats[piece] = seg_nats.numpy()
+            if last_logits and row <= last_row < row + self.segment:
+                last_output = outputs[last_row - row, last_stream]
+        positions = np.zeros(n, np.float64)
+        positions[pos[scored]] = nats[scored]
+        settings = dict(learning_rate=self.learning_rate, decay=self.decay, segment=self.segment,
+                        streams=streams, stats_tokens=self.stats_tokens)
+        if not last_logits:
+            return positions, settings
+        logits = tf.matmul(last_output[None], params[-2][last_stream])[0] + params[-1][last_stream]
+        return positions, settings, logits

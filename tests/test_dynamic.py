@@ -1,0 +1,107 @@
+"""Dynamic evaluation (charlm.use.dynamic): scored before adapted, causal, the run folder untouched."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from conftest import make_text
+
+
+@pytest.fixture(scope="module")
+def dyn_run(tmp_path_factory):
+    import charlm
+
+    d = tmp_path_factory.mktemp("dynamic")
+    (d / "train.txt").write_text(make_text(30000, seed=1, sentences=True))
+    (d / "heldout.txt").write_text(make_text(3000, seed=5, sentences=True))
+    charlm.train(corpus=str(d / "train.txt"), checkpoint_dir=d / "run", preset="ud730", hidden=24,
+                 embedding_size=8, batch_size=16, unrollings=32, steps=100, optimizer="adam",
+                 learning_rate=0.02, valid_size=2000, valid_split="spread", sample_every=0,
+                 log_every=60, log=lambda *_: None)
+    return d
+
+
+def scorer(run, **settings):
+    from charlm import load_model
+    from charlm.use.dynamic import DynamicScorer
+    from charlm.use.scoring import _ids_to_score
+
+    model, tokenizer, info = load_model(run)
+    dynamic = DynamicScorer(model, tokenizer, **settings)
+    dynamic.gather_statistics(tokenizer.tokens(_ids_to_score(info, tokenizer, None, "train", "error")),
+                              count=4000, streams=4)
+    return dynamic, model, tokenizer
+
+
+def test_a_character_never_changes_the_scores_before_it(dyn_run):
+    dynamic, _, tokenizer = scorer(dyn_run / "run", learning_rate=0.05, decay=0.01, segment=8, streams=3)
+    text = (dyn_run / "heldout.txt").read_text()[:2400]
+    ids = tokenizer.vocab.encode(text)
+    base, settings = dynamic.score_tokens(ids)
+    assert settings["streams"] == 3
+    # one change in the middle of the second piece, one near the first piece's end (which the
+    # second piece reads before its own text)
+    for p in (1200, 790):
+        changed = ids.copy()
+        changed[p] = (changed[p] + 1) % tokenizer.vocab.size
+        other, _ = dynamic.score_tokens(changed)
+        np.testing.assert_array_equal(other[:p], base[:p])
+        assert other[p] != base[p]
+        # adapted weights carry the change forward, beyond the characters right after it
+        assert np.count_nonzero(other[p + 20:] != base[p + 20:]) > 20
+
+
+def test_no_update_is_the_static_figure_and_updates_adapt(dyn_run):
+    from charlm.use.scoring import Scorer
+
+    text = (dyn_run / "heldout.txt").read_text()[:1500]
+    frozen, model, tokenizer = scorer(dyn_run / "run", learning_rate=0.0, segment=16, streams=1)
+    ids = tokenizer.vocab.encode(text)
+    static = Scorer(model, tokenizer, streams=1).score_ids(ids)
+    positions, _ = frozen.score_tokens(ids)
+    assert positions.sum() == pytest.approx(static.nats, rel=1e-5)
+    adapting, _, _ = scorer(dyn_run / "run", learning_rate=0.01, segment=16, streams=1)
+    assert abs(adapting.score_tokens(ids)[0].sum() - static.nats) > 1e-3 * static.nats
+
+
+def tree_state(folder):
+    return {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_eval_dynamic_reports_both_figures_and_leaves_the_run_alone(dyn_run):
+    run = dyn_run / "run"
+    before = tree_state(run)
+    static = CliRunner().invoke(main, ["eval", "--checkpoint", str(run), "--text-file",
+                                       str(dyn_run / "heldout.txt"), "--json"])
+    r = CliRunner().invoke(main, ["eval", "--checkpoint", str(run), "--text-file", str(dyn_run / "heldout.txt"),
+                                  "--json", "--dynamic", "--dynamic-segment", "20"])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    plain = json.loads(static.stdout.strip().splitlines()[-1])
+    assert figures["characters"] == 3000
+    assert figures["static_nats_per_char"] == pytest.approx(plain["nats_per_char"], abs=1e-6)
+    assert figures["gain_nats_per_char"] == pytest.approx(figures["static_nats_per_char"] - figures["nats_per_char"])
+    assert figures["dynamic"]["segment"] == 20 and figures["dynamic"]["stats_tokens"] > 0
+    assert np.isfinite(figures["nats_per_char"]) and figures["nats_per_char"] != figures["static_nats_per_char"]
+    assert tree_state(run) == before
+
+
+def test_eval_dynamic_errors_are_one_line(dyn_run, tmp_path):
+    bad = CliRunner().invoke(main, ["eval", "--checkpoint", str(dyn_run / "run"), "--dynamic-lr", "0.1"])
+    assert bad.exit_code != 0 and "need --dynamic" in bad.output
+    # the statistics pass needs the training text: a copy of the run whose corpus is gone
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(dyn_run / "run", copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["train"]["corpus"] = str(tmp_path / "gone.txt")
+    (copy / "config.json").write_text(json.dumps(config))
+    r = CliRunner().invoke(main, ["eval", "--checkpoint", str(copy), "--text-file",
+                                  str(dyn_run / "heldout.txt"), "--dynamic"])
+    assert r.exit_code != 0 and r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1
+    assert "gone.txt" in r.output and "Traceback" not in r.output
