@@ -27,11 +27,11 @@ def dyn_run(tmp_path_factory):
 def scorer(run, **settings):
     from charlm import load_model
     from charlm.use.dynamic import DynamicScorer
-    from charlm.use.scoring import _ids_to_score
+    from charlm.use.scoring import _split_tokens
 
     model, tokenizer, info = load_model(run)
     dynamic = DynamicScorer(model, tokenizer, **settings)
-    dynamic.gather_statistics(tokenizer.tokens(_ids_to_score(info, tokenizer, None, "train", "error")),
+    dynamic.gather_statistics(_split_tokens(info, tokenizer, "error")[0],
                               count=4000, streams=4)
     return dynamic, model, tokenizer
 
