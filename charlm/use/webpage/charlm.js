@@ -82,10 +82,10 @@ const charlm = (() => {
 
   // -- the step: token, state -> logits, state (charlm.nn.model.CharLM.step) -----------------------------
   // TensorFlow.js does the matmuls (nearly all of the work: for 512 units, 2M of the step's ~2.1M
-  // multiply-adds); the gates, a few thousand numbers, are computed here in plain JavaScript.  The
-  // step reads the matmuls back anyway (the logits must reach the sampler), and each TensorFlow.js
-  // op costs ~25 us of bookkeeping in the WebAssembly backend, so the LSTM's dozen elementwise ops
-  // as tensors cost as much as its recurrent matmul (benchmarks/web_speed.py).
+  // multiply-adds); the gates, a few thousand numbers, are computed here in plain JavaScript.
+  // Measured (benchmarks/web_speed.py, benchmarks/README.md): this runs 2,100-2,200 chars/s at 512
+  // units, while the cell written as TensorFlow.js ops, with the state kept in the backend, ran
+  // ~2,900; that version (git d1e6070) is the faster one to return to.
   const sigmoid = (x) => 1 / (1 + Math.exp(-x));
 
   // Each cell: (z: x @ W_x + b of every gate, hw: h @ W_h, state {h, c}, H, params) -> new state,
