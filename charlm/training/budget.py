@@ -24,6 +24,9 @@ from charlm.errors import CharlmError
 FREE_PASSES = 8.0
 DROPOUT_PER_DOUBLING = 0.2
 MAX_DROPOUT = 0.5
+# A step may run this much slower than the measured average (a validation's aftermath, another
+# process on the cores): blocks and the stop keep that margin, so a run ends within its limit.
+SLACK = 1.25
 
 
 def dropout_for_passes(passes: float) -> float:
@@ -41,6 +44,8 @@ class Budget:
         self.used_before = used                 # seconds of earlier sessions
         self.started = time.perf_counter() if started is None else started
         self.seconds_per_step = None            # measured on blocks after the first (which compiles)
+        self.bound = None                       # the first block's seconds per step: compile included,
+                                                # so no step takes longer (until one is measured)
         self.ending = {"validation": 0.5, "save": 0.5}   # seconds the run's end takes, last measured
         self._blocks = 0
         self._given = (0.0, 0.0)                # the last block's progress: where it started, per step
@@ -64,20 +69,34 @@ class Budget:
 
     def refuse_if_spent(self, run_dir):
         """A resumed run whose earlier sessions used its whole time limit stops with one line."""
-        if self.time_limit and self.used_before and self.used_before >= self.time_limit - self.reserve:
+        # spent: earlier sessions left under a second for steps (a run stopped by its limit ends
+        # just short of it)
+        if self.time_limit and self.used_before and self.time_limit - self.reserve - self.used_before < 1.0:
             raise CharlmError(f"the run in {run_dir} has trained {self.used_before:.0f} s, its whole "
                               f"--time-limit of {self.time_limit:g} s; give a larger --time-limit to train on")
 
     def out_of_time(self) -> bool:
         if not self.time_limit:
             return False
-        return self.left() < (self.seconds_per_step or 0.0)
+        return self.left() < SLACK * (self.seconds_per_step or 0.0)
 
-    def block(self, most: int) -> int:
-        """How many of the next ``most`` steps fit in the time left (at least one)."""
-        if not self.time_limit or self.seconds_per_step is None:
+    def block(self, most: int, lengths_fixed: bool = False) -> int:
+        """How many of the next ``most`` steps fit in the time left (at least one).
+
+        Under a time limit the first block is one step: its call traces and compiles, and until
+        a step is timed nothing says how long ``most`` of them take (a bigram model with a large
+        vocabulary: minutes).  Its seconds then bound the next block's steps, which measure the
+        speed.  ``lengths_fixed`` (XLA, which compiles each new length): ``most`` steps or one.
+        """
+        if not self.time_limit:
             return most
-        return max(1, min(most, int(self.left() / self.seconds_per_step)))
+        per_step = self.seconds_per_step if self.seconds_per_step is not None else self.bound
+        if per_step is None:
+            return 1
+        fit = int(self.left() / (SLACK * per_step))
+        if lengths_fixed:
+            return most if fit >= most else 1
+        return max(1, min(most, fit))
 
     def record_block(self, steps: int, seconds: float):
         """A block's measured time: its seconds per step estimate the ones to come."""
@@ -85,6 +104,8 @@ class Budget:
         start, per_step = self._given
         self._reached = min(1.0, max(self._reached, start + steps * per_step))
         if self._blocks == 1 or steps == 0:       # the first call traces and compiles
+            if steps:
+                self.bound = seconds / steps if self.bound is None else min(self.bound, seconds / steps)
             return
         rate = seconds / steps
         self.seconds_per_step = rate if self.seconds_per_step is None else 0.7 * self.seconds_per_step + 0.3 * rate

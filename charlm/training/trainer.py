@@ -69,6 +69,9 @@ class TrainResult:
 
 
 _log = log_to_stderr
+# a checkpoint's write speed until one is timed (a save writes the weights and optimizer slots)
+SAVE_BYTES_PER_SEC = 100e6
+VALIDATION_SHARE = 0.2      # of a time limit: a validation that takes more is left out of the run
 
 
 class Trainer(ReplicaSteps):
@@ -372,8 +375,12 @@ class Trainer(ReplicaSteps):
         """Blocks of steps until ``total``, the budget's end or a signal; reports and saves."""
         cfg = self.cfg
         window = _Window(cfg.batch_size * cfg.unrollings * self.chars_per_token)
+        first = True
         while self.step < total:
             losses, norms, lrs = self._block(self._block_length(total, budget), budget)
+            if first and budget.time_limit:
+                self._time_the_end(budget)
+            first = False
             if cfg.auto_dropout:
                 self._choose_dropout(budget)
             window.add(losses)
@@ -398,16 +405,40 @@ class Trainer(ReplicaSteps):
                 self.log(message)
                 break
 
+    def _time_the_end(self, budget: Budget):
+        """A time limit keeps back what the run's end takes: its last save, estimated from the
+        bytes it writes until one is timed, and its last validation, timed here on an eighth of
+        the validation text (twice: the first call compiles).  A model of a large vocabulary can
+        take tens of seconds for each, which would otherwise run past the limit; a validation
+        that would take more than VALIDATION_SHARE of the limit is left out of the run (``eval``
+        scores the run afterwards)."""
+        nbytes = sum(v.shape.num_elements() * v.dtype.size
+                     for v in (*self.model.variables, *self.optimizer.variables))
+        budget.record("save", max(budget.ending["save"], nbytes / SAVE_BYTES_PER_SEC))
+        if not (self.is_chief and self.cfg.log_every and self.valid_ids.size):
+            return
+        part = self.valid_ids[:max(1, self.valid_ids.size // 8)]
+        self.scorer.score_ids(part)
+        began = time.perf_counter()
+        self.scorer.score_ids(part)
+        seconds = (time.perf_counter() - began) * self.valid_ids.size / part.size
+        if seconds > VALIDATION_SHARE * budget.time_limit:
+            self.log(f"validation would take about {seconds:.0f} s of the {budget.time_limit:g}-s --time-limit: "
+                     f"the run leaves it out (score the run with `charlm eval`)")
+            self.valid_ids = self.valid_ids[:0]
+            seconds = 0.0
+        budget.record("validation", seconds)
+
     def _block_length(self, total: int, budget: Budget) -> int:
         """Steps of the next block: up to the next logging, sampling or checkpoint boundary, and
-        (outside XLA, which compiles each new length) no further than the time left."""
+        no further than the time left (:meth:`Budget.block`)."""
         cfg, step = self.cfg, self.step
         stops = [total, step + (cfg.steps_per_call or MAX_STEPS_PER_CALL)]
         for every in (cfg.log_every, cfg.sample_every, cfg.checkpoint_every):
             if every:
                 stops.append((step // every + 1) * every)
         count = min(stops) - step
-        return count if self.xla else budget.block(count)
+        return budget.block(count, lengths_fixed=self.xla)
 
     def _block(self, count: int, budget: Budget):
         """Run ``count`` steps in one compiled call: per-step losses, gradient norms, learning rates."""
