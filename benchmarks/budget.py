@@ -48,7 +48,7 @@ def train_command(preset, train_file, run, seconds, seed, flags):
             "--seed", str(seed), *flags]
 
 
-def run_one(preset, train_file, heldout_file, run, seconds, seed, flags):
+def run_one(preset, train_file, heldout_file, run, seconds, seed, flags, oov=("--oov", "skip")):
     command = train_command(preset, train_file, run, seconds, seed, flags)
     began = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -57,7 +57,7 @@ def run_one(preset, train_file, heldout_file, run, seconds, seed, flags):
         sys.exit(f"{preset}: training failed:\n{proc.stderr[-2000:]}")
     trained = last_json(proc.stdout)
     proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "eval", "--checkpoint", str(run), "--text-file",
-                           str(heldout_file), "--json", "--oov", "skip"], capture_output=True, text=True)
+                           str(heldout_file), "--json", *oov], capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"{preset}: eval failed:\n{proc.stderr[-2000:]}")
     score = last_json(proc.stdout)
@@ -99,6 +99,12 @@ def main():
     parser.add_argument("--corpus", help="text8 (or its first 10M characters); see benchmarks/common.py")
     parser.add_argument("--text", help="a general text file instead: train on its first --fraction, score the rest")
     parser.add_argument("--fraction", type=float, default=0.9)
+    parser.add_argument("--heldout-file", help="score on this file (text of another source) instead; "
+                                               "--text then trains on the whole of its file")
+    parser.add_argument("--drop-unseen", action="store_true",
+                        help="remove the held-out characters the training text lacks before scoring, and "
+                             "score with the model's own --oov (its byte tokens, if any, score its rare "
+                             "characters): figures that compare across vocabularies")
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["ud730", "ud730-bigram", "small", "fast"])
     parser.add_argument("--time-limit", nargs="+", type=float, default=[150.0])
     parser.add_argument("--seed", type=int, default=1)
@@ -111,7 +117,12 @@ def main():
     args = parser.parse_args()
     if min(args.time_limit) <= 0 or not 0 < args.fraction < 1:
         parser.error("--time-limit must be positive and --fraction in (0, 1)")
-    if args.text:
+    if args.text and args.heldout_file:
+        train_text = Path(args.text).read_text(encoding="utf-8")
+        heldout_text = Path(args.heldout_file).read_text(encoding="utf-8")
+        what = (f"{Path(args.text).name} ({len(train_text):,} characters) trains, "
+                f"{Path(args.heldout_file).name} ({len(heldout_text):,}) held out")
+    elif args.text:
         text = Path(args.text).read_text(encoding="utf-8")
         cut = int(len(text) * args.fraction)
         train_text, heldout_text, name = text[:cut], text[cut:], Path(args.text).name
@@ -122,6 +133,12 @@ def main():
             parser.error(f"the corpus has {len(text):,} characters, fewer than --train + --heldout")
         train_text, heldout_text = text[:args.train], text[args.train:]
         what = f"text8: first {args.train:,} characters train, next {args.heldout:,} held out"
+    oov = ("--oov", "skip")
+    if args.drop_unseen:
+        seen = set(train_text)
+        kept = "".join(c for c in heldout_text if c in seen)
+        what += f"; {len(heldout_text) - len(kept):,} held-out characters unseen in training removed"
+        heldout_text, oov = kept, ()
     flags = shlex.split(args.flags)
     with tempfile.TemporaryDirectory(prefix="charlm-budget-") as tmp:
         work = Path(args.keep or tmp)
@@ -136,7 +153,7 @@ def main():
                 run = work / f"{preset}-{seconds:g}s-seed{args.seed}"
                 if run.exists():
                     sys.exit(f"{run} exists: choose another --keep folder")
-                row = run_one(preset, train_file, heldout_file, run, seconds, args.seed, flags)
+                row = run_one(preset, train_file, heldout_file, run, seconds, args.seed, flags, oov)
                 rows.append(row)
                 print(f"{preset:>13} {seconds:>5g} s  wall {row['wall']:6.1f} s  steps {row['steps']:>7,}  "
                       f"chars {row['chars'] / 1e6:6.1f}M  held-out {row['nats']:.4f} nats/char  "
@@ -150,7 +167,7 @@ def main():
         for r in rows:
             print("  " + " ".join(shlex.quote(str(c)) for c in r["command"][1:]).replace(str(train_file), "TRAIN")
                   .replace(str(work), "RUNS"))
-        print("  then: cli.py eval --checkpoint RUN --text-file HELDOUT --json --oov skip")
+        print("  then: cli.py eval --checkpoint RUN --text-file HELDOUT --json " + " ".join(oov))
         if args.json:
             Path(args.json).write_text(json.dumps(dict(what=what, rows=rows), indent=1))
         if args.plot:
