@@ -207,14 +207,14 @@ def test_sampler_emits_only_whole_characters(kind):
     sampler = untrained_sampler(kind)
     vocab = sampler.tokenizer.vocab
     outside = 0
-    for seed in range(12):
+    for seed in range(6):
         for prime in ("", "a", "a中", "😀"):
             for text in sampler.generate(prime=prime, length=40, seed=seed, num_samples=3):
                 assert text.startswith(prime) and len(text) == len(prime) + 40
                 assert "\ufffd" not in text and not any(0xD800 <= ord(ch) < 0xE000 for ch in text)
                 assert text.encode("utf-8").decode("utf-8") == text
                 outside += sum(ch not in vocab.chars for ch in text[len(prime):])
-    assert outside > 1000                      # written from bytes, most of them several
+    assert outside > 500                      # written from bytes, most of them several
     # streamed: each piece whole characters, together the same text
     pieces = list(sampler.stream(prime="中", length=300, seed=7, num_samples=2, chunk_seconds=1e-4))
     assert len(pieces) > 3
@@ -233,7 +233,7 @@ def byte_run(tmp_path_factory):
     text = zipf_cjk(12000, 800, seed=6)
     (root / "train.txt").write_text(text, encoding="utf-8")
     train(corpus=str(root / "train.txt"), checkpoint_dir=root / "run", hidden=16, batch_size=8, unrollings=10,
-          steps=30, optimizer="adam", learning_rate=0.01, sample_every=0, log_every=10, valid_size=500,
+          steps=10, optimizer="adam", learning_rate=0.01, sample_every=0, log_every=10, valid_size=500,
           log=lambda m: None)
     return root
 
@@ -272,7 +272,7 @@ def test_eval_scores_every_character_of_unseen_text(byte_run):
     model, tok, _ = load_model(run)
     scorer = Scorer(model, tok, streams=1)
     other = text[:20] + "Ж" + text[21:]
-    for k in range(1, 30):
+    for k in (12, 20, 21, 27):
         same = scorer.score_text(text[:k]).nats == pytest.approx(scorer.score_text(other[:k]).nats, abs=1e-9)
         assert same == (k <= 20) or text[20] == "Ж"
 
@@ -318,21 +318,20 @@ def test_savedmodel_generates_and_scores_with_bytes(byte_run, tmp_path):
 def test_old_run_folder_loads_and_scores_as_before(tmp_path):
     """A config.json from before byte fallback (no vocabulary settings, no byte_fallback) loads as a
     vocabulary of characters only, with --oov error its default."""
+    from test_portable_export import TEXT, make_run
+
     from charlm.errors import CharlmError
-    from charlm.training.trainer import train
     from charlm.use.scoring import evaluate
 
-    text = make_text(3000, seed=5, sentences=True)
     run = tmp_path / "run"
-    train(text=text, checkpoint_dir=run, hidden=8, batch_size=4, unrollings=5, steps=5, sample_every=0,
-          valid_size=200, log=lambda m: None)
-    before, _ = evaluate(run, text=text[:300])
+    make_run(run)
+    before, _ = evaluate(run, text=TEXT[:300])
     config = json.loads((run / "config.json").read_text())
     assert "byte_fallback" not in config["vocab"]
     for field in ("byte_fallback", "min_char_count", "min_pair_count", "max_tokens"):
-        del config["train_config"][field]
+        del config["train"][field]
     (run / "config.json").write_text(json.dumps(config))
-    after, tok = evaluate(run, text=text[:300])
-    assert after.nats == before.nats and not tok.vocab.bytes and tok.num_tokens == len(set(text))
+    after, tok = evaluate(run, text=TEXT[:300])
+    assert after.nats == before.nats and not tok.vocab.bytes and tok.num_tokens == len(set(TEXT))
     with pytest.raises(CharlmError, match="--oov skip"):
-        evaluate(run, text=text[:30] + "漢")
+        evaluate(run, text=TEXT[:30] + "漢")

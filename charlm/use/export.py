@@ -80,7 +80,8 @@ class ExportedModel(tf.Module):
     def _with_bytes(self, text, ids):
         """``ids`` with each unknown character (-1) replaced by its UTF-8 byte ids."""
         pieces = tf.strings.bytes_split(tf.strings.unicode_split(text, "UTF-8"))     # [chars, bytes]
-        values = tf.cast(tf.io.decode_raw(pieces.flat_values, tf.uint8)[:, 0], tf.int32) + self.num_chars
+        values = tf.cast(tf.io.decode_raw(tf.strings.reduce_join(pieces.flat_values), tf.uint8), tf.int32) \
+            + self.num_chars
         row = pieces.value_rowids()
         first = tf.range(tf.size(values, out_type=tf.int64)) == tf.gather(pieces.row_splits, row)
         known = tf.gather(ids, row)
