@@ -427,7 +427,7 @@ class Tokenizer:
         texts = data["pairs"]
         if not all(isinstance(p, str) and len(p) == 2 for p in texts):
             raise CharlmError("the bigram pair list must hold two-character strings")
-        return cls(kind, vocab, vocab.encode("".join(texts), what="the bigram pair list").reshape(-1, 2))
+        return cls(kind, vocab, vocab.encode("".join(texts), oov="error", what="the bigram pair list").reshape(-1, 2))
 
     def tokens(self, ids: np.ndarray) -> np.ndarray:
         """Character ids to token ids; a dense bigram text of odd length drops its last character."""

@@ -203,7 +203,8 @@ def score_dynamically(model, tokenizer: Tokenizer, ids: np.ndarray, stats_tokens
     began = time.perf_counter()
     static = Scorer(model, tokenizer, compute=compute).score_ids(ids)
     done["static_seconds"] = round(time.perf_counter() - began, 3)
-    return DynamicScore(characters=tokenizer.vocab.characters(ids), tokens=int(positions.size), nats=total, token_nats=token_nats,
+    return DynamicScore(characters=tokenizer.vocab.characters(ids), tokens=int(positions.size), nats=total,
+                        token_nats=token_nats,
                         static=static, positions=positions, settings=done)
 
 
