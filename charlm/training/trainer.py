@@ -488,7 +488,10 @@ def _open_corpus(train_cfg: TrainConfig, log, vocab=None):
     if vocab is None:
         corpus = prepared.prepare(train_cfg.corpus, **options)
         vocab = Vocabulary.from_counts(corpus.char_counts(), train_cfg.min_char_count, train_cfg.byte_fallback)
-    corpus = prepared.prepare_for(train_cfg.corpus, vocab, **options)
+        if vocab != corpus.vocab:      # byte fallback: the rare characters re-read as bytes
+            corpus = prepared.prepare(train_cfg.corpus, vocabulary=vocab, what="corpus", **options)
+    else:
+        corpus = prepared.prepare_for(train_cfg.corpus, vocab, **options)
     if corpus.fresh:
         size = sum(f["size"] for f in corpus.meta["files"])
         log(f"prepared {corpus.describe()} in {corpus.seconds:.1f} s "
