@@ -21,6 +21,7 @@ from charlm import __version__  # noqa: E402
 from charlm.config import CELLS, DROPOUT_MASKS, INITS, PRESETS, SCHEDULES  # noqa: E402
 from charlm.fast.precision import PRECISIONS  # noqa: E402
 from charlm.data.splits import SPLITS  # noqa: E402
+from charlm.data.vocab import BYTE_FALLBACKS, OOVS  # noqa: E402
 from charlm.errors import CharlmError  # noqa: E402
 
 POSITIVE = click.IntRange(min=1)
@@ -84,6 +85,18 @@ def _corpus_options(fn):
               help="Named settings; explicit flags override them.")
 @click.option("--model", "kind", type=click.Choice(["char", "bigram"]), default=None,
               help="Token kind: characters, or non-overlapping character pairs (ud730 problem 2).")
+@click.option("--byte-fallback", type=click.Choice(BYTE_FALLBACKS), default=None,
+              help="256 UTF-8 byte tokens for the characters rarer than --min-char-count and any "
+                   "character unseen in training. auto (default): on when the text has such rare "
+                   "characters and at least 256 distinct ones.")
+@click.option("--min-char-count", type=POSITIVE, default=None,
+              help="With byte tokens, a character seen fewer times (default 10) is read as its bytes.")
+@click.option("--min-pair-count", type=POSITIVE, default=None,
+              help="A large alphabet's bigram pair becomes a token if the training text's cut takes it "
+                   "at least this often (default 20).")
+@click.option("--max-tokens", type=POSITIVE, default=None,
+              help="At most this many tokens in a large alphabet's bigram vocabulary, the most frequent "
+                   "pairs first (default 16384).")
 @click.option("--hidden", type=POSITIVE, default=None, help="LSTM units per layer.")
 @click.option("--layers", type=POSITIVE, default=None, help="Stacked LSTM layers.")
 @click.option("--embedding-size", type=NON_NEGATIVE, default=None, help="Input embedding width (0: one-hot).")
@@ -205,8 +218,10 @@ def _resolve_checkpoint(path):
     return path if path is not None else str(find_latest_run())
 
 
-OOV_OPTION = click.option("--oov", type=click.Choice(["error", "skip"]), default="error", show_default=True,
-                          help="Characters the model never saw: stop with an error, or skip them.")
+OOV_OPTION = click.option("--oov", type=click.Choice(OOVS), default=None,
+                          help="Characters the model never saw: stop with an error, skip them, or read "
+                               "them as UTF-8 byte tokens (the default for a model with byte tokens; "
+                               "error for one without).")
 
 
 # -- sample ----------------------------------------------------------------------------------------
@@ -449,7 +464,7 @@ def mirror_run(checkpoint, text, oov):
 
     model = Mirror(checkpoint)
     if text is not None:
-        for line in model.lines(text.split("\n"), oov=oov):
+        for line in model.lines(text.split("\n"), oov=oov or "error"):
             click.echo(line)
         return
     batch = []
@@ -459,7 +474,7 @@ def mirror_run(checkpoint, text, oov):
         if line:
             batch.append(line.rstrip("\r\n") if line.endswith("\n") else line)
         if batch and (not line or len(batch) >= 256 or not _more_waiting(stdin)):
-            for out in model.lines(batch, oov=oov):
+            for out in model.lines(batch, oov=oov or "error"):
                 click.echo(out)
             sys.stdout.flush()
             batch = []
@@ -491,7 +506,7 @@ def mirror_eval(checkpoint, text_file, lines, seed, as_json, oov):
     from charlm.data.corpora import read_text_file
     from charlm.mirror.use import evaluate
 
-    figures = evaluate(checkpoint, read_text_file(text_file), lines=lines, seed=seed, oov=oov)
+    figures = evaluate(checkpoint, read_text_file(text_file), lines=lines, seed=seed, oov=oov or "error")
     if as_json:
         click.echo(json.dumps(figures))
     else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from charlm.errors import CharlmError
 from charlm.fast.precision import PRECISIONS
 from charlm.data.splits import SPLITS
+from charlm.data.vocab import BYTE_FALLBACKS
 
 
 # Weight initialisations: "notebook", ud730's truncated normal (mean -0.1, sd 0.1); "uniform",
@@ -69,6 +70,11 @@ class TrainConfig:
     corpus: str | list = "text8"  # a file, folder, glob or dataset name, or a list of them
     separator: str = "\n"         # between the corpus's files
     skip_bad_files: bool = False  # leave out (and count) files that are not UTF-8 text
+    # the vocabulary of a new run (charlm.data.vocab; a resumed or loaded run keeps its own)
+    byte_fallback: str = "auto"   # 256 UTF-8 byte tokens for rare and unseen characters: auto, on, off
+    min_char_count: int = 10      # with byte tokens, a character seen fewer times is read as its bytes
+    min_pair_count: int = 20      # a sparse bigram pair token needs this many uses in training
+    max_tokens: int = 16384       # a sparse bigram vocabulary's tokens at most
     batch_size: int = 64
     unrollings: int = 10          # tokens per truncated-BPTT window
     steps: int = 7001             # total steps of the run (a resumed run continues to this count)
@@ -94,12 +100,15 @@ class TrainConfig:
     keep_best: bool = False       # keep the checkpoint of the lowest validation loss in best/
 
     def validate(self):
-        for name in ("batch_size", "unrollings", "steps", "decay_steps", "log_every"):
+        for name in ("batch_size", "unrollings", "steps", "decay_steps", "log_every", "min_char_count",
+                     "min_pair_count", "max_tokens"):
             value = getattr(self, name)
             _check(value >= 1, f"--{name.replace('_', '-')} must be at least 1 (got {value})")
         for name in ("valid_size", "sample_every", "checkpoint_every", "steps_per_call", "warmup_steps"):
             value = getattr(self, name)
             _check(value >= 0, f"--{name.replace('_', '-')} must not be negative (got {value})")
+        _check(self.byte_fallback in BYTE_FALLBACKS,
+               f"--byte-fallback must be one of {', '.join(BYTE_FALLBACKS)} (got {self.byte_fallback!r})")
         _check(self.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam, not {self.optimizer!r}")
         _check(self.learning_rate > 0, f"--learning-rate must be positive (got {self.learning_rate})")
         _check(0 < self.decay_rate <= 1, f"--decay-rate must be in (0, 1] (got {self.decay_rate})")

@@ -114,8 +114,11 @@ def cjk_run(tmp_path_factory):
     (root / "train.txt").write_text(cjk_text(30000, seed=1), encoding="utf-8")
     (root / "heldout.txt").write_text(cjk_text(1001, seed=2), encoding="utf-8")
     run = root / "run"
+    # every pair of the training text's cut a token, no byte tokens: the sparse layout at its largest
+    # (the default vocabulary of such a text: tests/test_byte_fallback.py)
     proc = cli("train", "--corpus", root / "train.txt", "--checkpoint-dir", run, "--model", "bigram",
-               "--embedding-size", "8", "--steps", "40", *TINY)
+               "--embedding-size", "8", "--steps", "40", "--byte-fallback", "off", "--min-pair-count", "1",
+               *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -212,14 +215,16 @@ def test_huge_hidden_ends_in_one_line():
 
 
 def test_huge_bigram_vocabulary_ends_in_one_line(tmp_path):
-    """20,000 distinct characters, 200,000 of them: ~90,000 bigram tokens; 50 x 1000 positions of
-    their logits need ~50 GB."""
+    """20,000 distinct characters, 200,000 of them, every pair seen kept (--min-pair-count 1, no
+    cap that binds): ~90,000 bigram tokens; 50 x 1000 positions of their logits need ~50 GB.
+    (The default settings keep this text's vocabulary to a few thousand tokens.)"""
     from charlm.errors import CharlmError
     from charlm.training.trainer import train
 
     with pytest.raises(CharlmError) as e:
         train(text=cjk_text(200000, distinct=20000, seed=3), checkpoint_dir=tmp_path / "run", kind="bigram",
-              batch_size=1000, unrollings=50, log=lambda m: None)
+              batch_size=1000, unrollings=50, log=lambda m: None, steps=1, byte_fallback="off",
+              min_pair_count=1, max_tokens=10**6)
     for words in ("output logits", "--batch-size or --unrollings", "--model char", "GB of memory"):
         assert words in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()

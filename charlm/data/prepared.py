@@ -69,7 +69,23 @@ class Prepared:
 
     @property
     def characters(self) -> int:
+        """Ids (characters, or with byte ids the units they are read as)."""
         return int(self.ids.size)
+
+    def char_counts(self) -> np.ndarray:
+        """``[code points]`` counts of the corpus's characters (a run chooses its vocabulary from
+        them, :meth:`Vocabulary.from_counts`): kept in the meta when counted, else counted now."""
+        if self.vocab.bytes:
+            raise CharlmError("a corpus prepared with byte ids has no character counts")
+        found = self.meta.get("counts")
+        if found is None:
+            found = np.zeros(self.vocab.size, dtype=np.int64)
+            for start in range(0, self.ids.size, CHUNK):
+                found += np.bincount(self.ids[start:start + CHUNK], minlength=self.vocab.size)
+            release(self.ids)
+        counts = np.zeros(int(self.vocab._codes.max()) + 1, dtype=np.int64)
+        counts[self.vocab._codes] = found
+        return counts
 
     def config_entry(self) -> dict:
         """What a run's ``config.json`` records of its corpus: each file's size and sha256, and the
@@ -119,7 +135,7 @@ def _open(folder: Path, fresh=False, seconds=0.0) -> Prepared | None:
     """The prepared corpus in ``folder``, or None if there is none (or an unreadable one)."""
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        vocab = Vocabulary(meta["vocab"])
+        vocab = Vocabulary(meta["vocab"], byte_fallback=meta.get("byte_fallback", False))
         ids = np.memmap(folder / IDS_FILE, dtype=vocab.dtype, mode="r", shape=(meta["characters"],))
     except (OSError, ValueError, KeyError, CharlmError):
         return None
@@ -143,7 +159,7 @@ def _locked(root: Path, name: str):
 
 
 def prepare(corpus, separator: str = "\n", skip_bad_files: bool = False, vocabulary: Vocabulary | None = None,
-            oov: str = "error", root=None, progress: bool = True, log=None, files=None,
+            oov: str | None = None, root=None, progress: bool = True, log=None, files=None,
             what: str | None = None) -> Prepared:
     """The prepared corpus of ``corpus`` (one spec or a list: files, folders, globs, dataset names),
     made now if it is not ready.
@@ -158,6 +174,8 @@ def prepare(corpus, separator: str = "\n", skip_bad_files: bool = False, vocabul
     stats = _stats(files)
     settings = {"format": FORMAT, "separator": separator, "skip_bad_files": bool(skip_bad_files),
                 "vocab": vocabulary.chars if vocabulary is not None else None, "oov": oov}
+    if vocabulary is not None and vocabulary.bytes:
+        settings["byte_fallback"] = True
     name = f"{_digest([s[0] for s in stats])[:12]}-{_digest([stats, settings])[:16]}"
     root = prepared_root(root)
     folder = root / name
@@ -342,6 +360,7 @@ def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, r
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)          # readable by every user, as a cache folder is
+            found = {}
             if vocabulary is None:
                 counts = np.zeros(_CODE_POINTS, dtype=np.int64)
                 good, digests, writer = _read(files, stats, progress, skipped, skip_bad_files, separator,
@@ -353,6 +372,7 @@ def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, r
                     raise CharlmError(f"corpus is empty: {', '.join(str(f) for f in files[:3])}"
                                       + (" ..." if len(files) > 3 else ""))
                 vocabulary = Vocabulary.from_counts(counts)
+                found = {"counts": counts[vocabulary._codes].tolist()}
                 if writer is not None and writer.vocab == vocabulary:
                     progress.done = total * 2
                 else:                           # pass 2
@@ -371,7 +391,8 @@ def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, r
                                   if oov == "skip" else f"corpus is empty: {files[0]}")
             entries = [{**e, "sha256": digests[e["path"]]} for e in writer.entries]
             meta = {**settings, "stats": stats, "files": entries, "skipped": skipped,
-                    "vocab": vocabulary.chars, "dtype": vocabulary.dtype.name, "characters": characters}
+                    "vocab": vocabulary.chars, "dtype": vocabulary.dtype.name, "characters": characters,
+                    **({"byte_fallback": True} if vocabulary.bytes else {}), **found}
             _write_json(tmp / META_FILE, meta)
             _fsync_dir(tmp)
             os.rename(tmp, folder)
@@ -403,7 +424,7 @@ def _fsync_dir(path: Path):
 
 
 def prepare_for(corpus, vocabulary: Vocabulary, separator: str = "\n", skip_bad_files: bool = False,
-                oov: str = "error", what: str = "corpus", **options) -> Prepared:
+                oov: str | None = None, what: str = "corpus", **options) -> Prepared:
     """The corpus prepared in ``vocabulary`` (a resumed run's, a model's): its usual preparation
     when that has the same characters (the run's own corpus), else one encoded in ``vocabulary``."""
     prepared = prepare(corpus, separator, skip_bad_files, **options)
@@ -514,7 +535,7 @@ def _open_tokens(folder: Path, name: str, tokenizer: Tokenizer):
 
 
 @contextlib.contextmanager
-def streamed_text(path, tokenizer: Tokenizer, oov: str = "error", root=None):
+def streamed_text(path, tokenizer: Tokenizer, oov: str | None = None, root=None):
     """``(prepared text, token ids, leftover ids)`` of one file in a model's vocabulary, streamed
     into a scratch folder (removed afterwards) so that a text of any size is scored from disk."""
     root = prepared_root(root)

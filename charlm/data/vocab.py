@@ -17,6 +17,15 @@ Tokens are what the model reads and predicts:
     text's non-overlapping cut, listed in the run's ``config.json``.  A text is cut greedily left to
     right into known pairs, else single characters, so every text encodes and nothing is left over.
 
+Byte fallback (as SentencePiece's): a vocabulary may end in 256 *byte ids* (``C .. C + 255``
+after its ``C`` characters).  A character outside the vocabulary (unseen in training, or rarer
+than ``min_count`` when the vocabulary was chosen, :meth:`Vocabulary.from_counts`) is read and
+written as its UTF-8 bytes, so every text encodes; the rare characters of the training text are
+what trains the byte ids.  Ids are then *units*, not characters: :meth:`Vocabulary.characters`
+counts the characters a run of ids stands for, :meth:`Vocabulary.complete` where its last whole
+character ends, and :meth:`Tokenizer.utf8_grammar` is the automaton that lets a sampler emit
+only valid UTF-8.  Bigram pairs are pairs of characters only; a byte id is always a token alone.
+
 This module is the one place that decides how text becomes tokens: training, sampling,
 evaluation and export all call it.
 """
@@ -34,6 +43,13 @@ CHUNK = 1 << 22       # characters per numpy pass over a big corpus (bounds temp
 # than the sparse layout's V + (pairs seen); old runs (no "pairs" in config.json) are dense.
 DENSE_PAIRS_MAX = 4096
 PAIR_TABLE_MAX = 1 << 26     # pair -> token lookup as one table up to this many pairs (see _pair_token)
+BYTES = 256
+BYTE_FALLBACKS = ("auto", "on", "off")
+OOVS = ("error", "skip", "bytes")
+# byte_fallback "auto" adds the byte ids only to an alphabet at least this large that has a rare
+# tail: below it the 256 byte ids would more than double the output layer of a small alphabet
+# (English, text8), whose rare characters cost little to keep as characters.
+AUTO_BYTES_MIN_CHARS = 256
 
 
 def smallest_uint(max_value: int) -> np.dtype:
@@ -117,15 +133,18 @@ NUMPY_OPS = _NumpyOps
 
 
 class Vocabulary:
-    """The characters a model knows, in a fixed order (id = position)."""
+    """The characters a model knows, in a fixed order (id = position), and with ``byte_fallback``
+    the 256 UTF-8 byte ids after them."""
 
-    def __init__(self, chars: str):
-        if not chars:
+    def __init__(self, chars: str, byte_fallback: bool = False):
+        if not chars and not byte_fallback:
             raise CharlmError("the vocabulary is empty (no characters in the text)")
         if len(set(chars)) != len(chars):
             raise CharlmError("vocabulary characters must be unique")
         self.chars = "".join(chars)
-        self.size = len(self.chars)
+        self.num_chars = len(self.chars)
+        self.bytes = bool(byte_fallback)
+        self.size = self.num_chars + BYTES * self.bytes      # ids: characters, then bytes
         self.dtype = smallest_uint(self.size - 1)
         self._codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
         self._order = np.argsort(self._codes)
@@ -133,48 +152,79 @@ class Vocabulary:
         self._index = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocabulary":
+    def from_text(cls, text: str, min_count: int = 1, byte_fallback: str = "off") -> "Vocabulary":
+        """The text's characters (see :meth:`from_counts` for ``min_count`` and ``byte_fallback``)."""
         codes = _codepoints(text)
         if codes.dtype == np.uint8:
-            present = _present(codes)
+            counts = byte_counts(codes)
         else:
-            present = np.unique(codes)
-        return cls("".join(chr(int(c)) for c in present))
+            present, found = np.unique(codes, return_counts=True)
+            counts = np.zeros(int(present[-1]) + 1 if present.size else 1, dtype=np.int64)
+            counts[present] = found
+        return cls.from_counts(counts, min_count, byte_fallback)
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray) -> "Vocabulary":
-        """The vocabulary of a text streamed in pieces: ``counts[c]`` is how often code point ``c``
-        occurs (:mod:`charlm.data.prepared` adds them up chunk by chunk)."""
-        return cls("".join(chr(int(c)) for c in np.nonzero(counts)[0]))
+    def from_counts(cls, counts: np.ndarray, min_count: int = 1, byte_fallback: str = "off") -> "Vocabulary":
+        """The vocabulary of a text whose code point ``c`` occurs ``counts[c]`` times
+        (:mod:`charlm.data.prepared` adds them up chunk by chunk).
+
+        ``byte_fallback``: ``on`` adds the byte ids and leaves the characters seen fewer than
+        ``min_count`` times to them; ``auto`` does so when some character is that rare and the
+        alphabet has at least ``AUTO_BYTES_MIN_CHARS`` characters; ``off`` keeps every character.
+        """
+        if byte_fallback not in BYTE_FALLBACKS:
+            raise CharlmError(f"--byte-fallback must be one of {', '.join(BYTE_FALLBACKS)} (got {byte_fallback!r})")
+        if min_count < 1:
+            raise CharlmError(f"--min-char-count must be at least 1 (got {min_count})")
+        counts = np.asarray(counts)
+        present = np.nonzero(counts)[0]
+        rare = counts[present] < min_count
+        on = byte_fallback == "on" or (byte_fallback == "auto" and rare.any()
+                                        and present.size >= AUTO_BYTES_MIN_CHARS)
+        kept = present[~rare] if on else present
+        return cls("".join(chr(int(c)) for c in kept), byte_fallback=on)
 
     def __len__(self) -> int:
         return self.size
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Vocabulary) and other.chars == self.chars
+        return isinstance(other, Vocabulary) and (other.chars, other.bytes) == (self.chars, self.bytes)
 
     def __repr__(self) -> str:
-        return f"Vocabulary({self.size} characters)"
+        return f"Vocabulary({self.num_chars} characters{' + 256 bytes' if self.bytes else ''})"
 
     def to_dict(self) -> dict:
-        return {"chars": self.chars}
+        return {"chars": self.chars, **({"byte_fallback": True} if self.bytes else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Vocabulary":
-        return cls(data["chars"])
+        # a run saved before byte fallback existed has characters only
+        return cls(data["chars"], byte_fallback=bool(data.get("byte_fallback", False)))
+
+    def default_oov(self, oov: str | None) -> str:
+        """``oov`` as given, else ``bytes`` for a vocabulary with byte ids and ``error`` without."""
+        oov = oov or ("bytes" if self.bytes else "error")
+        if oov not in OOVS:
+            raise CharlmError(f"--oov must be one of {', '.join(OOVS)} (got {oov!r})")
+        if oov == "bytes" and not self.bytes:
+            raise CharlmError("--oov bytes needs a model with byte tokens (train it with --byte-fallback on); "
+                              "use --oov skip or error")
+        return oov
 
     def unknown_chars(self, text: str) -> list[str]:
         """Characters of ``text`` the vocabulary lacks, in order of first appearance."""
         return [c for c in dict.fromkeys(text) if c not in self._index]
 
-    def encode(self, text: str, oov: str = "error", what: str = "text") -> np.ndarray:
-        """Text to ids.  ``oov``: ``error`` names unknown characters, ``skip`` drops them."""
+    def encode(self, text: str, oov: str | None = None, what: str = "text") -> np.ndarray:
+        """Text to ids.  ``oov``: ``error`` names unknown characters, ``skip`` drops them,
+        ``bytes`` writes them as their UTF-8 byte ids (the default with byte ids)."""
+        oov = self.default_oov(oov)
         codes = _codepoints(text)
         if codes.size == 0:
             return np.zeros(0, dtype=self.dtype)
-        if codes.dtype == np.uint8 and self._codes.max() < 256:
+        if codes.dtype == np.uint8 and self.num_chars and self._codes.max() < 256:
             table = np.full(256, -1, dtype=np.int16)
-            table[self._codes] = np.arange(self.size)
+            table[self._codes] = np.arange(self.num_chars)
             if (table[_present(codes)] >= 0).all():
                 # every character known: map chunk by chunk straight into the compact dtype, so a
                 # 100M-character corpus needs no wide temporary copies
@@ -187,11 +237,13 @@ class Vocabulary:
             known = ids >= 0
         else:
             pos = np.searchsorted(self._sorted_codes, codes)
-            pos = np.minimum(pos, self.size - 1)
-            known = self._sorted_codes[pos] == codes
-            ids = self._order[pos]
+            pos = np.minimum(pos, max(self.num_chars - 1, 0))
+            known = self._sorted_codes[pos] == codes if self.num_chars else np.zeros(codes.size, bool)
+            ids = self._order[pos] if self.num_chars else np.zeros(codes.size, np.int64)
         if not known.all():
-            if oov == "skip":
+            if oov == "bytes":
+                ids = utf8_units(codes.astype(np.int64), ids, known, self.num_chars)
+            elif oov == "skip":
                 ids = ids[known]
             else:
                 unknown = self.unknown_chars(text)
@@ -202,7 +254,61 @@ class Vocabulary:
         return ids.astype(self.dtype)
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[i] for i in np.asarray(ids, dtype=np.int64).ravel())
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if not self.bytes or not (ids >= self.num_chars).any():
+            return "".join(self.chars[i] for i in ids)
+        if getattr(self, "_unit_bytes", None) is None:
+            self._unit_bytes = [c.encode("utf-8", "surrogatepass") for c in self.chars] + \
+                [bytes([b]) for b in range(BYTES)]
+        return b"".join(self._unit_bytes[i] for i in ids).decode("utf-8", "replace")
+
+    def characters(self, ids) -> int:
+        """How many characters ``ids`` stand for: every id but a UTF-8 continuation byte's."""
+        ids = np.asarray(ids)
+        if not self.bytes:
+            return int(ids.size)
+        count = 0
+        for start in range(0, ids.size, CHUNK):
+            piece = ids[start:start + CHUNK].astype(np.int64) - self.num_chars
+            count += int(piece.size - np.count_nonzero((piece >= 0) & (piece & 0xC0 == 0x80)))
+        return count
+
+    def complete(self, ids) -> int:
+        """How many of ``ids`` make whole characters: all but an unfinished UTF-8 sequence at the end."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if not self.bytes:
+            return ids.size
+        for back in range(1, min(4, ids.size) + 1):
+            b = int(ids[-back]) - self.num_chars
+            if b < 0 or b < 0x80:
+                return ids.size          # a character or an ASCII byte: nothing open
+            if b >= 0xC0:                # a lead byte: its sequence is 2, 3 or 4 bytes long
+                need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+                return ids.size if back >= need else ids.size - back
+        return ids.size
+
+
+def utf8_units(codes: np.ndarray, ids: np.ndarray, known: np.ndarray, num_chars: int) -> np.ndarray:
+    """``ids`` where ``known``, each other code point as its UTF-8 byte ids (``num_chars + byte``)."""
+    length = np.where(known, 1, 1 + (codes >= 0x80) + (codes >= 0x800) + (codes >= 0x10000))
+    starts = np.cumsum(length) - length
+    source = np.repeat(np.arange(codes.size), length)
+    k = np.arange(source.size) - starts[source]          # the byte's place in its character
+    c, n = codes[source], length[source]
+    shifted = c >> (6 * (n - 1 - k))
+    lead = np.array([0, 0, 0xC0, 0xE0, 0xF0])[n]
+    byte = np.where(k == 0, lead | shifted, 0x80 | (shifted & 0x3F))
+    return np.where(known[source], ids[source], num_chars + byte)
+
+
+# The UTF-8 automaton (RFC 3629's well-formed sequences): state 0 is between characters; the
+# others wait for continuation bytes.  (state, first byte, last byte, next state) for each range
+# of bytes a state takes; a character token is taken in state 0 only.
+UTF8_STATES = 8
+UTF8_MOVES = ((0, 0x00, 0x7F, 0), (0, 0xC2, 0xDF, 1), (0, 0xE0, 0xE0, 3), (0, 0xE1, 0xEC, 2),
+              (0, 0xED, 0xED, 4), (0, 0xEE, 0xEF, 2), (0, 0xF0, 0xF0, 5), (0, 0xF1, 0xF3, 6),
+              (0, 0xF4, 0xF4, 7), (1, 0x80, 0xBF, 0), (2, 0x80, 0xBF, 1), (3, 0xA0, 0xBF, 1),
+              (4, 0x80, 0x9F, 1), (5, 0x90, 0xBF, 2), (6, 0x80, 0xBF, 2), (7, 0x80, 0x8F, 2))
 
 
 class Tokenizer:
@@ -234,20 +340,77 @@ class Tokenizer:
         self.dtype = smallest_uint(self.num_tokens - 1)
 
     @classmethod
-    def for_ids(cls, kind: str, vocab: Vocabulary, ids: np.ndarray) -> "Tokenizer":
-        """The tokenizer a new run trains with on character ids ``ids`` (its training text)."""
+    def for_ids(cls, kind: str, vocab: Vocabulary, ids: np.ndarray, min_pair_count: int = 1,
+                max_tokens: int | None = None) -> "Tokenizer":
+        """The tokenizer a new run trains with on character ids ``ids`` (its training text).
+
+        A sparse bigram vocabulary keeps the pairs its own greedy cut of ``ids`` takes at least
+        ``min_pair_count`` times, the most frequent first, so that it has at most ``max_tokens``
+        tokens (``None``: no cap); the rest of the text is cut into single characters.  The
+        counts are the greedy cut's: the candidate pairs (those the non-overlapping cut holds at
+        least ``min_pair_count`` times) cut the text greedily, and a pair is kept by how often that
+        cut takes it, which is how often the model sees it as a token (a pair that overlaps a more
+        frequent one on both sides is seldom taken, however often it occurs).
+        """
         v = vocab.size
+        if min_pair_count < 1:
+            raise CharlmError(f"--min-pair-count must be at least 1 (got {min_pair_count})")
+        if max_tokens is not None and max_tokens < 1:
+            raise CharlmError(f"--max-tokens must be at least 1 (got {max_tokens})")
         if kind != "bigram" or v * v <= DENSE_PAIRS_MAX:
             return cls(kind, vocab)
-        ids = np.asarray(ids)
-        keys = np.zeros(0, dtype=np.int64)
-        step = CHUNK // 2 * 2
-        for start in range(0, ids.size // 2 * 2, step):
-            piece = ids[start:min(start + step, ids.size // 2 * 2)].astype(np.int64)
-            keys = np.union1d(keys, piece[0::2] * v + piece[1::2])
-        if v * v <= v + keys.size:
+        keys, counts = cls._pair_counts(ids, vocab, 0)
+        room = v * v if max_tokens is None else max(0, max_tokens - v)
+        if min_pair_count > 1 or keys.size > room:
+            # candidates by the non-overlapping cut, then kept by the greedy cut's own counts
+            keys = keys[counts >= min_pair_count]
+            candidates = cls(kind, vocab, np.stack([keys // v, keys % v], axis=-1))
+            taken = candidates.tokens(np.asarray(ids))
+            used = np.bincount(taken.astype(np.int64), minlength=candidates.num_tokens)[v:]
+            order = np.argsort(-used, kind="stable")
+            order = order[used[order] >= min_pair_count][:room]
+            keys = np.sort(keys[order])
+        if not vocab.bytes and v * v <= v + keys.size:
             return cls(kind, vocab)
         return cls(kind, vocab, np.stack([keys // v, keys % v], axis=-1))
+
+    @staticmethod
+    def _pair_counts(ids: np.ndarray, vocab: Vocabulary, offset: int):
+        """``(keys a * V + b, counts)`` of the character pairs (no byte ids) of the cut of ``ids``
+        into pairs from ``offset``, chunk by chunk."""
+        v, c = vocab.size, vocab.num_chars
+        ids = np.asarray(ids)[offset:]
+        keys = np.zeros(0, dtype=np.int64)
+        counts = np.zeros(0, dtype=np.int64)
+        step = CHUNK // 2 * 2
+        end = ids.size // 2 * 2
+        for start in range(0, end, step):
+            piece = ids[start:min(start + step, end)].astype(np.int64)
+            a, b = piece[0::2], piece[1::2]
+            found, found_counts = np.unique((a * v + b)[(a < c) & (b < c)], return_counts=True)
+            keys, where = np.unique(np.concatenate([keys, found]), return_inverse=True)
+            counts = np.bincount(where, weights=np.concatenate([counts, found_counts]),
+                                 minlength=keys.size).astype(np.int64)
+        return keys, counts
+
+    def utf8_grammar(self):
+        """The UTF-8 automaton over this tokenizer's tokens, for a vocabulary with byte ids (else
+        ``None``): ``(next [S, N] int32, made [S, N] int32)``, the automaton's state after token
+        ``n`` in state ``s`` (-1: ``n`` is not allowed there) and the characters it completes."""
+        if not self.vocab.bytes:
+            return None
+        c, n = self.vocab.num_chars, self.num_tokens
+        follow = np.full((UTF8_STATES, n), -1, dtype=np.int32)
+        made = np.zeros((UTF8_STATES, n), dtype=np.int32)
+        follow[0, :c] = 0
+        made[0, :c] = 1
+        if self.sparse:                  # pair tokens: two characters
+            follow[0, c + BYTES:] = 0
+            made[0, c + BYTES:] = 2
+        for state, low, high, after in UTF8_MOVES:
+            follow[state, c + low:c + high + 1] = after
+            made[state, c + low:c + high + 1] = after == 0
+        return follow, made
 
     def to_dict(self) -> dict:
         """What config.json must hold to rebuild this tokenizer (nothing for the dense layouts)."""
@@ -264,7 +427,7 @@ class Tokenizer:
         texts = data["pairs"]
         if not all(isinstance(p, str) and len(p) == 2 for p in texts):
             raise CharlmError("the bigram pair list must hold two-character strings")
-        return cls(kind, vocab, vocab.encode("".join(texts), what="the bigram pair list").reshape(-1, 2))
+        return cls(kind, vocab, vocab.encode("".join(texts), oov="error", what="the bigram pair list").reshape(-1, 2))
 
     def tokens(self, ids: np.ndarray) -> np.ndarray:
         """Character ids to token ids; a dense bigram text of odd length drops its last character."""
@@ -325,7 +488,7 @@ class Tokenizer:
         first generated token; a sparse cut's final single character is opened too, so the
         model may still pair it with what it generates."""
         tokens, leftover = self.tokens(ids), self.leftover(ids)
-        if self.sparse and tokens.size and tokens[-1] < self.vocab.size:
+        if self.sparse and tokens.size and tokens[-1] < self.vocab.num_chars:
             return tokens[:-1], tokens[-1:].astype(np.asarray(ids).dtype)
         return tokens, leftover
 
@@ -358,7 +521,7 @@ class Tokenizer:
         v = self.vocab.size
         return np.stack([tokens // v, tokens % v], axis=-1).reshape(*tokens.shape[:-1], -1)
 
-    def encode_text(self, text: str, oov: str = "error", what: str = "text"):
+    def encode_text(self, text: str, oov: str | None = None, what: str = "text"):
         """Text to ``(tokens, leftover character ids)``."""
         ids = self.vocab.encode(text, oov=oov, what=what)
         return self.tokens(ids), self.leftover(ids)

@@ -71,13 +71,16 @@ def shape_from(origin: Origin, overrides: dict) -> dict:
 
 
 def joined_vocabulary(origin: Origin, text_vocab: Vocabulary) -> Vocabulary:
-    """RUN's characters and the new text's, in code point order."""
-    return Vocabulary("".join(sorted(set(origin.tokenizer.vocab.chars) | set(text_vocab.chars))))
+    """RUN's characters and the new text's, in code point order (and byte ids if either has them)."""
+    old = origin.tokenizer.vocab
+    return Vocabulary("".join(sorted(set(old.chars) | set(text_vocab.chars))),
+                      byte_fallback=old.bytes or text_vocab.bytes)
 
 
 def token_texts(tokenizer: Tokenizer) -> list[str]:
-    """The text each token stands for, by token id."""
-    chars = tokenizer.vocab.chars
+    """The text each token stands for, by token id (byte id ``b``: U+DC00 + b, a lone surrogate
+    as Python's surrogateescape writes an undecodable byte, so it meets no character's text)."""
+    chars = tokenizer.vocab.chars + "".join(chr(0xDC00 + b) for b in range(256 * tokenizer.vocab.bytes))
     if tokenizer.kind == "char":
         return list(chars)
     if tokenizer.sparse:

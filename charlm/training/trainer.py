@@ -114,20 +114,21 @@ class Trainer(ReplicaSteps):
         model_cfg, train_cfg, distribution = self.model_cfg, self.cfg, self.distribution
         info = ckpt.read_run_config(self.run_dir) if resume else None
         if isinstance(text, str):
-            vocab = info["vocabulary"] if resume else Vocabulary.from_text(text)
+            vocab = info["vocabulary"] if resume else Vocabulary.from_text(text, train_cfg.min_char_count,
+                                                                           train_cfg.byte_fallback)
             if self.origin is not None:
                 vocab = finetune.joined_vocabulary(self.origin, vocab)
             ids = vocab.encode(text, what="corpus")
             characters = ids.size
             valid_ids, train_ids = split_ids(ids, train_cfg.valid_size, train_cfg.valid_split)
-            tokenizer = info["tokenizer"] if resume else Tokenizer.for_ids(model_cfg.kind, vocab, train_ids)
+            tokenizer = info["tokenizer"] if resume else new_tokenizer(model_cfg, train_cfg, vocab, train_ids)
             train_chars = train_ids.size
         else:
             vocab, characters = text.vocab, text.characters
             valid_ids, train_ranges = prepared.split(text, train_cfg.valid_size, train_cfg.valid_split)
             train_chars = sum(b - a for a, b in train_ranges)
-            tokenizer = info["tokenizer"] if resume else Tokenizer.for_ids(
-                model_cfg.kind, vocab, join(text.ids, train_ranges) if train_chars else text.ids[:0])
+            tokenizer = info["tokenizer"] if resume else new_tokenizer(
+                model_cfg, train_cfg, vocab, join(text.ids, train_ranges) if train_chars else text.ids[:0])
         self.vocab, self.tokenizer = vocab, tokenizer
         if train_chars == 0:
             raise CharlmError(f"the corpus has {characters} characters, all taken by --valid-size "
@@ -339,7 +340,7 @@ class Trainer(ReplicaSteps):
         rng = np.random.default_rng(self.cfg.seed + self.step)
         texts = []
         for _ in range(count):
-            first = self.vocab.chars[rng.integers(self.vocab.size)]
+            first = self.vocab.chars[rng.integers(self.vocab.num_chars)] if self.vocab.num_chars else ""
             texts += self.sampler.generate(prime=first, length=length - 1,
                                            seed=int(rng.integers(2**31)))
         return texts
@@ -505,12 +506,23 @@ def _compare_configs(old: dict, new: dict, names) -> list[str]:
     return [f"{n} {old[n]!r} -> {new[n]!r}" for n in names if n in old and old[n] != new[n]]
 
 
+def new_tokenizer(model_cfg: ModelConfig, train_cfg: TrainConfig, vocab: Vocabulary, train_ids) -> Tokenizer:
+    """A new run's tokenizer, its bigram pairs chosen on the training ids by the run's settings."""
+    return Tokenizer.for_ids(model_cfg.kind, vocab, train_ids, train_cfg.min_pair_count, train_cfg.max_tokens)
+
+
 def _open_corpus(train_cfg: TrainConfig, log, vocab=None):
     """The run's corpus, prepared (streamed once into a memory-mapped cache; see
-    charlm.data.prepared); a resumed run's in its own vocabulary ``vocab``."""
+    charlm.data.prepared); a resumed run's in its own vocabulary ``vocab``, a new run's in the
+    vocabulary its settings choose from the corpus's character counts."""
     options = dict(separator=train_cfg.separator, skip_bad_files=train_cfg.skip_bad_files, log=log)
-    corpus = prepared.prepare(train_cfg.corpus, **options) if vocab is None else \
-        prepared.prepare_for(train_cfg.corpus, vocab, **options)
+    if vocab is None:
+        corpus = prepared.prepare(train_cfg.corpus, **options)
+        vocab = Vocabulary.from_counts(corpus.char_counts(), train_cfg.min_char_count, train_cfg.byte_fallback)
+        if vocab != corpus.vocab:      # byte fallback: the rare characters re-read as bytes
+            corpus = prepared.prepare(train_cfg.corpus, vocabulary=vocab, what="corpus", **options)
+    else:
+        corpus = prepared.prepare_for(train_cfg.corpus, vocab, **options)
     if corpus.fresh:
         size = sum(f["size"] for f in corpus.meta["files"])
         log(f"prepared {corpus.describe()} in {corpus.seconds:.1f} s "

@@ -7,7 +7,9 @@ of the prime the model never saw are dropped), and ``m.score(text=...)`` the tex
 character.  ``generate`` also takes ``top_k`` (int32, 0: off), ``top_p`` (float32, 1: off) and
 ``stop`` (a string, "": none; the text ends after its first occurrence), as ``charlm.sample``
 does; called from Python they may be left out.  The vocabulary travels inside the graph as a lookup table; the sampling loop is the
-one ``charlm.use.sampling`` uses.
+one ``charlm.use.sampling`` uses.  A model with byte tokens reads the characters it does not know
+as their UTF-8 bytes (so it drops none) and generates through the UTF-8 automaton, as
+``charlm.sample`` does.  The web and LiteRT exports take models without byte tokens only.
 """
 from __future__ import annotations
 
@@ -41,12 +43,19 @@ class ExportedModel(tf.Module):
         self.tokenizer = tokenizer
         vocab = tokenizer.vocab
         self.vocab_size = vocab.size
+        self.num_chars = vocab.num_chars
+        self.bytes = vocab.bytes
         self.pair = tokenizer.kind == "bigram"
         self.sparse = tokenizer.sparse
         codes = np.array([ord(c) for c in vocab.chars], dtype=np.int32)
         self.codes = tf.constant(codes)
         self.table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(codes), tf.range(vocab.size, dtype=tf.int32)), -1)
+            tf.lookup.KeyValueTensorInitializer(tf.constant(codes), tf.range(vocab.num_chars, dtype=tf.int32)), -1)
+        if self.bytes:
+            # each id's UTF-8 text: the characters', then the single bytes
+            self.unit_bytes = tf.constant([c.encode("utf-8", "surrogatepass") for c in vocab.chars]
+                                          + [bytes([b]) for b in range(256)])
+            self.grammar = tuple(tf.constant(t) for t in tokenizer.utf8_grammar())
         if self.sparse:
             # the sparse bigram layout: pair key a * V + b -> token, and each token's characters
             keys = tokenizer.first[vocab.size:] * vocab.size + tokenizer.second[vocab.size:]
@@ -56,9 +65,10 @@ class ExportedModel(tf.Module):
             self.second = tf.constant(tokenizer.second, tf.int32)
 
     def _prime(self, text):
-        """Known character ids of ``text``, its tokens and its leftover (bigram) character."""
+        """Known character ids of ``text`` (with byte ids: every character's ids), its tokens and
+        its leftover (bigram) character."""
         ids = self.table.lookup(tf.strings.unicode_decode(text, "UTF-8"))
-        ids = tf.boolean_mask(ids, ids >= 0)
+        ids = self._with_bytes(text, ids) if self.bytes else tf.boolean_mask(ids, ids >= 0)
         if not self.pair:
             return ids, ids, tf.zeros([0], tf.int32)
         if self.sparse:
@@ -66,6 +76,16 @@ class ExportedModel(tf.Module):
         n = tf.size(ids) // 2 * 2
         pairs = tf.reshape(ids[:n], [-1, 2])
         return ids, pairs[:, 0] * self.vocab_size + pairs[:, 1], ids[n:]
+
+    def _with_bytes(self, text, ids):
+        """``ids`` with each unknown character (-1) replaced by its UTF-8 byte ids."""
+        pieces = tf.strings.bytes_split(tf.strings.unicode_split(text, "UTF-8"))     # [chars, bytes]
+        values = tf.cast(tf.io.decode_raw(tf.strings.reduce_join(pieces.flat_values), tf.uint8), tf.int32) \
+            + self.num_chars
+        row = pieces.value_rowids()
+        first = tf.range(tf.size(values, out_type=tf.int64)) == tf.gather(pieces.row_splits, row)
+        known = tf.gather(ids, row)
+        return tf.boolean_mask(tf.where(known >= 0, known, values), first | (known < 0))
 
     def _greedy(self, ids):
         """The tokenizer's sparse cut (:func:`charlm.data.vocab.greedy_pairs`) in graph ops."""
@@ -99,7 +119,7 @@ class ExportedModel(tf.Module):
         if self.sparse:
             # a cut ending in a single character leaves it open, as charlm.use.sampling does
             last = tf.concat([[self.vocab_size], tokens], 0)[-1]      # no token: not open
-            odd = last < self.vocab_size
+            odd = last < self.num_chars
             first = tf.where(odd, last, -1)
             tokens = tf.cond(odd, lambda: tokens[:-1], lambda: tokens)
         logits, state = self._read(tokens)
@@ -119,8 +139,12 @@ class ExportedModel(tf.Module):
         last = tf.reshape(logits[-1], [1, num])
         # a top_p outside (0, 1] keeps every token, as 1 does
         top_p = tf.where(top_p > 0, top_p, 1.0)
+        grammar = {}
+        if self.bytes:          # up to four byte tokens a character; the loop ends with the text
+            grammar = dict(grammar=(*self.grammar, tf.zeros([1], tf.int32)), need=length + tf.cast(odd, tf.int32))
+            steps *= 4
         out = sample_loop(self.model, last, state, steps, temperature, tf.maximum(top_k, 0), seed,
-                          first_mask, top_p=top_p)[0][:, 0]
+                          first_mask, top_p=top_p, **grammar)[0][:, 0]
         if self.sparse:
             chars = tf.reshape(tf.stack([tf.gather(self.first, out), tf.gather(self.second, out)], axis=1), [-1])
             chars = tf.boolean_mask(chars, chars >= 0)
@@ -130,6 +154,12 @@ class ExportedModel(tf.Module):
             chars = tf.cond(odd, lambda: chars[1:], lambda: chars)
         else:
             chars = out
+        if self.bytes:          # the ids' bytes, whole characters by the automaton
+            made = tf.strings.unicode_decode(tf.strings.reduce_join(tf.gather(self.unit_bytes, chars)), "UTF-8")
+            made = tf.cond(odd, lambda: made[1:], lambda: made)[:length]
+            prime_codes = tf.strings.unicode_decode(prime, "UTF-8")
+            text = tf.concat([prime_codes, made], axis=0)
+            return tf.strings.unicode_encode(until_stop(text, tf.size(prime_codes), stop), "UTF-8")
         chars = chars[:length]
         text = tf.concat([tf.gather(self.codes, ids), tf.gather(self.codes, chars)], axis=0)
         return tf.strings.unicode_encode(until_stop(text, tf.size(ids), stop), "UTF-8")
@@ -146,7 +176,8 @@ class ExportedModel(tf.Module):
             nats += tf.cond(tf.size(leftover) > 0,
                             lambda: open_pair_nats(logp[n], leftover[0], self.vocab_size),
                             lambda: tf.constant(0.0, tf.float64))
-        return nats / tf.cast(tf.maximum(tf.size(ids), 1), tf.float64)
+        characters = tf.size(tf.strings.unicode_decode(text, "UTF-8")) if self.bytes else tf.size(ids)
+        return nats / tf.cast(tf.maximum(characters, 1), tf.float64)
 
 
 def until_stop(codes, start, stop):
@@ -199,6 +230,9 @@ def export(checkpoint, output, format: str = "savedmodel", weights: str = "float
         if path.exists() or path.is_symlink():
             raise CharlmError(f"{path} already exists; choose a new output (nothing was overwritten)")
     model, tokenizer, _ = load_model(checkpoint, best=best)
+    if format != "savedmodel" and tokenizer.vocab.bytes:
+        raise CharlmError(f"--format {format} does not take a model with byte tokens (byte fallback); "
+                          f"export it as a savedmodel, or train with --byte-fallback off")
     name = Path(checkpoint).resolve().name
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")

@@ -21,6 +21,13 @@ one).  An odd prime leaves one character unread (in the sparse layout: a prime w
 single character): the first pick is then restricted to the tokens that start with it, and only
 what follows it is emitted.  An odd length keeps only the first character of the last pair.  The
 prime followed by exactly ``length`` generated characters (or fewer, up to a stop) is returned.
+
+A model with byte tokens (byte fallback, :mod:`charlm.data.vocab`) can write any character as its
+UTF-8 bytes: the UTF-8 automaton (:meth:`Tokenizer.utf8_grammar`) masks each pick so that byte
+tokens only make well-formed sequences (a lead byte, then its continuation bytes; no character
+token inside one), and a row's unfinished sequence waits for its last byte before it is shown, so
+neither a stream's piece nor the text ever holds half a character.  Such a model may need up to
+four tokens a character; the loop stops once every row has its characters.
 """
 from __future__ import annotations
 
@@ -51,13 +58,16 @@ class Sampler:
         self._prime_fn = tf.function(self._read_prime, reduce_retracing=True, autograph=False)
         self._loop_fn = tf.function(functools.partial(sample_loop, model), jit_compile=True,
                                     reduce_retracing=True, autograph=False)
+        grammar = tokenizer.utf8_grammar()
+        self._grammar = grammar
+        self._grammar_tensors = None if grammar is None else tuple(tf.constant(t) for t in grammar)
 
     def _read_prime(self, tokens, state):
         logits, state = self.model.unroll(tokens, state, loop="inference")
         return logits[-1], state
 
     def generate(self, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
-                 seed: int | None = None, num_samples: int = 1, oov: str = "error", top_p: float = 1.0,
+                 seed: int | None = None, num_samples: int = 1, oov: str | None = None, top_p: float = 1.0,
                  stop: Sequence[str] = ()) -> list[str]:
         """``num_samples`` texts: the prime and ``length`` generated characters (or up to a stop)."""
         texts = [""] * num_samples
@@ -67,7 +77,7 @@ class Sampler:
         return texts
 
     def stream(self, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
-               seed: int | None = None, num_samples: int = 1, oov: str = "error", top_p: float = 1.0,
+               seed: int | None = None, num_samples: int = 1, oov: str | None = None, top_p: float = 1.0,
                stop: Sequence[str] = (), chunk_seconds: float | None = CHUNK_SECONDS) -> Iterator[list[str]]:
         """The texts of :meth:`generate` as they are made: lists of one new piece per sample, the
         first holding the prime.  ``chunk_seconds`` is how long one call may take (``None``: as
@@ -91,6 +101,9 @@ class Sampler:
             steps = tok.sample_steps(length, opened=True)
         else:
             steps = tok.sample_steps(length)
+        if self._grammar is not None:
+            steps *= 4              # a character may take four byte tokens
+            at = np.zeros(num_samples, dtype=np.int32)        # each row's automaton state
         if seed is None:
             seed = int.from_bytes(os.urandom(7), "little")
         # The compiled loop writes into a buffer of LOOP_STEPS tokens (a shape XLA must know), so
@@ -99,23 +112,31 @@ class Sampler:
         temperature = tf.constant(float(temperature), logits.dtype)
         seed = tf.constant(seed, tf.int64)
         mask = tf.constant(first_mask)
-        rows = [_Row(prime_text, length, stop, skip=1 if leftover.size else 0) for _ in range(num_samples)]
+        rows = [_Row(prime_text, length, stop, tok.vocab, skip=1 if leftover.size else 0) for _ in range(num_samples)]
         size = FIRST_CHUNK if chunk_seconds else LOOP_STEPS
         done = 0
         while done < steps and not all(r.ended for r in rows):
             size = min(size, LOOP_STEPS, steps - done)
             began = time.perf_counter()
+            grammar = {}
+            if self._grammar is not None:
+                need = max(r.left + r.skip for r in rows if not r.ended)
+                grammar = dict(grammar=(*self._grammar_tensors, tf.constant(at)), need=tf.constant(need, tf.int32))
             out, logits, state = self._loop_fn(logits, state, tf.constant(size, tf.int32), temperature,
                                                int(top_k), seed, mask, tf.constant(done, tf.int32),
-                                               capacity=LOOP_STEPS, top_p=float(top_p))
+                                               capacity=LOOP_STEPS, top_p=float(top_p), **grammar)
             out = out.numpy()[:size]
+            if self._grammar is not None:
+                follow = self._grammar[0]
+                for column in out:
+                    at = np.maximum(follow[at, column], 0)
             if chunk_seconds and done:      # the call's speed sets the next call's length
                 per_token = (time.perf_counter() - began) / size
                 size = max(FIRST_CHUNK, min(4 * size, int(chunk_seconds / max(per_token, 1e-9))))
             elif chunk_seconds:
                 size = 4 * FIRST_CHUNK
             done += out.shape[0]
-            yield [r.add(tok.vocab.decode(tok.chars(column))) for r, column in zip(rows, out.T)]
+            yield [r.add(tok.chars(column)) for r, column in zip(rows, out.T)]
 
     def _read(self, tokens: np.ndarray, num_samples: int):
         """The logits after the prime's tokens and the state they leave, ``num_samples`` times."""
@@ -130,9 +151,12 @@ class Sampler:
 
 
 class _Row:
-    """One sample's text as it grows: cut at ``length`` characters and after the first stop."""
+    """One sample's text as it grows: cut at ``length`` characters and after the first stop; an
+    unfinished UTF-8 sequence of byte ids waits for the rest of its bytes."""
 
-    def __init__(self, prime: str, length: int, stop: tuple, skip: int = 0):
+    def __init__(self, prime: str, length: int, stop: tuple, vocab, skip: int = 0):
+        self.vocab = vocab
+        self.pending = np.zeros(0, dtype=np.int64)
         self.left = length
         self.stop = stop
         self.skip = skip                  # an open pair's first character: the prime's last one
@@ -140,11 +164,16 @@ class _Row:
         self.tail = prime[len(prime) - self.longest + 1:] if self.longest > 1 else ""
         self.ended = length == 0
 
-    def add(self, piece: str) -> str:
+    def add(self, ids) -> str:
+        """The new text of the character (or byte) ids ``ids``."""
         if self.ended:
             return ""
-        piece = piece[self.skip:self.skip + self.left]
-        self.skip = 0
+        ids = np.concatenate([self.pending, np.asarray(ids, dtype=np.int64)])
+        whole = self.vocab.complete(ids)
+        self.pending = ids[whole:]
+        text = self.vocab.decode(ids[:whole])
+        piece = text[self.skip:self.skip + self.left]
+        self.skip = max(0, self.skip - len(text))
         if self.stop:
             # a stop may begin in the text before this piece: search the last len - 1 characters too
             window = self.tail + piece
@@ -177,24 +206,42 @@ def check_options(length, temperature, top_k, top_p, num_samples, stop):
 
 
 def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mask, start=0, capacity=None,
-                top_p=1.0):
+                top_p=1.0, grammar=None, need=None):
     """``steps`` tokens per row, each fed back in: ``([steps or capacity, batch] int32, logits, state)``.
 
     ``first_mask`` ``[num_tokens]`` limits the pick of token 0 (an odd bigram prime's open pair);
     ``start`` is the index of this call's first token in the whole text.  ``capacity`` (at least
     ``steps``) fixes the output's length for XLA; the rows past ``steps`` are zeros.
+    ``grammar``: ``(follow, made, state)``, the UTF-8 automaton (:meth:`Tokenizer.utf8_grammar`) and
+    each row's state in it, which then masks every pick; the loop ends early (the rest zeros) once
+    every row has completed ``need`` characters.
     """
     weights = model.step_weights()
     out = tf.TensorArray(tf.int32, size=capacity or steps)
+    minus_inf = tf.constant(-np.inf, logits.dtype)
 
-    def body(i, logits, state, out):
+    def body(i, logits, state, out, *automaton):
         allowed = tf.logical_or(start + i > 0, first_mask)[None, :]
-        logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
+        if grammar is not None:
+            at, count = automaton
+            allowed = tf.logical_and(allowed, tf.gather(grammar[0], at) >= 0)
+        logits = tf.where(allowed, logits, minus_inf)
         token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(start + i, tf.int64)]), top_p)
+        if grammar is not None:
+            index = tf.stack([at, token], axis=1)
+            automaton = (tf.gather_nd(grammar[0], index), count + tf.gather_nd(grammar[1], index))
         logits, state = model.step(weights, token, state)
-        return i + 1, logits, state, out.write(i, token)
+        return (i + 1, logits, state, out.write(i, token), *automaton)
 
-    _, logits, state, out = tf.while_loop(lambda i, *_: i < steps, body, (0, logits, state, out))
+    def more(i, *rest):
+        if grammar is None:
+            return i < steps
+        return tf.logical_and(i < steps, tf.reduce_min(rest[-1]) < need)
+
+    start_vars = (0, logits, state, out)
+    if grammar is not None:
+        start_vars += (tf.cast(grammar[2], tf.int32), tf.zeros_like(grammar[2], tf.int32))
+    _, logits, state, out, *_ = tf.while_loop(more, body, start_vars)
     return out.stack(), logits, state
 
 
@@ -247,7 +294,7 @@ def pick(logits, temperature, top_k, seed, top_p=1.0):
 
 
 def sample(checkpoint, prime: str = "", length: int = 100, temperature: float | Sequence[float] = 1.0,
-           top_k: int = 0, seed: int | None = None, num_samples: int = 1, oov: str = "error",
+           top_k: int = 0, seed: int | None = None, num_samples: int = 1, oov: str | None = None,
            top_p: float = 1.0, stop: Sequence[str] = (), stream: bool = False, best: bool = False):
     """Load the run in ``checkpoint`` (its ``best/`` checkpoint with ``best``) and generate
     ``num_samples`` texts for each temperature (a list of them, temperature by temperature).

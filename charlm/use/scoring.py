@@ -4,8 +4,9 @@ Every character is scored.  The first token is predicted from the zero state (wh
 is 0, so its logits are the output bias); each later token from the state after all the text
 before it.  A bigram model scores pairs; with all V**2 pairs as tokens a final odd character is
 scored by its marginal, ``log sum_b p(c, b)`` (the sparse layout cuts it as a single-character
-token).  Per-character figures divide the total by the number of characters, so
-char and bigram models compare directly.
+token).  Per-character figures divide the total by the number of characters (with byte
+fallback, the characters of the text, not the byte ids it is read as), so char and bigram models,
+and models with and without byte tokens, compare directly.
 
 A short text (or ``streams=1``) runs as one state through the whole text: one compiled XLA
 while-loop per chunk.  A long one is scored as side-by-side streams (:mod:`charlm.fast.streams`,
@@ -108,7 +109,8 @@ class Scorer:
 
     def score_ids(self, ids: np.ndarray) -> Score:
         """Score character ids (already encoded with the model's vocabulary)."""
-        return self.score_tokens(self.tokenizer.tokens(ids), self.tokenizer.leftover(ids), ids.size)
+        return self.score_tokens(self.tokenizer.tokens(ids), self.tokenizer.leftover(ids),
+                                 self.tokenizer.vocab.characters(ids))
 
     def score_tokens(self, tokens: np.ndarray, leftover: np.ndarray, characters: int) -> Score:
         """Score a text's tokens (and the character ids they left over) of ``characters``
@@ -161,7 +163,7 @@ class Scorer:
             total += nats
         return float(total), side_by_side.last_logits(model, state)
 
-    def score_text(self, text: str, oov: str = "error", what: str = "evaluation text") -> Score:
+    def score_text(self, text: str, oov: str | None = None, what: str = "evaluation text") -> Score:
         return self.score_ids(self.tokenizer.vocab.encode(text, oov=oov, what=what))
 
 
@@ -201,11 +203,12 @@ def score_dynamically(model, tokenizer: Tokenizer, ids: np.ndarray, stats_tokens
     began = time.perf_counter()
     static = Scorer(model, tokenizer, compute=compute).score_ids(ids)
     done["static_seconds"] = round(time.perf_counter() - began, 3)
-    return DynamicScore(characters=int(ids.size), tokens=int(positions.size), nats=total, token_nats=token_nats,
+    return DynamicScore(characters=tokenizer.vocab.characters(ids), tokens=int(positions.size), nats=total,
+                        token_nats=token_nats,
                         static=static, positions=positions, settings=done)
 
 
-def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov: str = "error",
+def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov: str | None = None,
              streams: int | None = None, precision: str = "auto", best: bool = False,
              text_file=None, dynamic: bool = False, **dynamic_settings) -> tuple[Score, Tokenizer]:
     """Score ``text``, the file ``text_file`` (streamed from disk: any size) or the run's
@@ -243,7 +246,7 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
         if path.is_dir():
             raise CharlmError(f"corpus path is a directory, not a file: {path}")
         with prepared.streamed_text(path, tokenizer, oov) as (text_ids, tokens, leftover):
-            return scorer.score_tokens(tokens, leftover, text_ids.characters), tokenizer
+            return scorer.score_tokens(tokens, leftover, tokenizer.vocab.characters(text_ids.ids)), tokenizer
     if text is not None:
         return scorer.score_ids(_text_ids(tokenizer, text, oov)), tokenizer
     if split == "valid":
@@ -292,7 +295,7 @@ def _split_tokens(info, tokenizer: Tokenizer, oov: str, with_characters: bool = 
     tokens, leftover = prepared.token_file(corpus, tokenizer, train_ranges)
     _refuse_empty(tokens.size, "train", info)
     if with_characters:
-        return tokens, leftover, sum(b - a for a, b in train_ranges)
+        return tokens, leftover, sum(tokenizer.vocab.characters(corpus.ids[a:b]) for a, b in train_ranges)
     return tokens, leftover
 
 
