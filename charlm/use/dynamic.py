@@ -72,13 +72,16 @@ class DynamicScorer:
         if learning_rate < 0 or not 0 <= decay < 1 or segment < 1 or (streams is not None and streams < 1):
             raise CharlmError("dynamic evaluation needs a learning rate >= 0, a decay in [0, 1), "
                               "a segment of at least 1 token and at least one stream")
+        if model.softmax.kind != "full":
+            raise CharlmError(f"eval --dynamic adapts a full softmax; this run's is {model.softmax.kind} "
+                              f"(score it without --dynamic)")
         self.model, self.tokenizer = model, tokenizer
         self.learning_rate, self.decay, self.segment, self.streams = learning_rate, decay, segment, streams
         self.compute = compute or model.compute_dtype
         weights = model.step_weights()
         layers = weights["layers"]
         # the adapted weights, as trained: table, deeper biases, softmax
-        self.trained = [weights["table"], *(bias for _, _, bias in layers[1:]), weights["out_w"], weights["out_b"]]
+        self.trained = [weights["table"], *(bias for _, _, bias in layers[1:]), weights["softmax"]["out_w"], weights["softmax"]["out_b"]]
         self.w_x = [tf.cast(w_x, self.compute) for w_x, _, _ in layers[1:]]
         self.w_h = [w_h for _, w_h, _ in layers]
         self.rms = None

@@ -81,7 +81,7 @@ class ExportedModel(tf.Module):
         weights = model.step_weights()
         n = tf.size(tokens)
         history = tf.TensorArray(model.dtype, size=n + 1)
-        history = history.write(0, model.out_b[None, :])
+        history = history.write(0, model.initial_logits()[None, :])
 
         def body(i, state, history):
             logits, state = model.step(weights, tokens[i][None], state)
@@ -199,6 +199,9 @@ def export(checkpoint, output, format: str = "savedmodel", weights: str = "float
         if path.exists() or path.is_symlink():
             raise CharlmError(f"{path} already exists; choose a new output (nothing was overwritten)")
     model, tokenizer, _ = load_model(checkpoint, best=best)
+    if format != "savedmodel" and model.softmax.kind != "full":
+        raise CharlmError(f"--format {format} exports a full softmax; this run's is {model.softmax.kind} "
+                          f"(export it as --format savedmodel)")
     name = Path(checkpoint).resolve().name
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")
