@@ -10,6 +10,7 @@ Each part prints markdown rows (and one JSON line per figure on stdout):
   full against adaptive, on fortunes-zh (90% / 10%) and on the Zipfian texts.
 * ``sample``: one-sequence sampling, chars/s, 512 units, 6,000 tokens (and a 100-token model).
 * ``eval``: long-text scoring, chars/s, 512 units: 6,000 tokens full and adaptive, 100 tokens.
+* ``floor``: fortunes-zh's full and adaptive steps beside a 100-token model's (where the time goes).
 * ``xla``: an XLA-compiled adaptive step (charlm's choice for small models) against the same step
   without XLA.
 
@@ -115,6 +116,21 @@ def part_steps(args):
     print("\n".join(rows), flush=True)
 
 
+def part_floor(args):
+    """Where an adaptive step's time goes: fortunes-zh full and adaptive beside a 100-token text
+    (the same model with a softmax too small to matter: what the recurrence and the update cost)."""
+    trainers = {"fortunes-zh full": trainer_for(split(fortunes_text())[0], "full"),
+                "fortunes-zh adaptive": trainer_for(split(fortunes_text())[0], "adaptive"),
+                "100 tokens, full": trainer_for(zipf_text(args.chars, 100, seed=100), "full")}
+    times = time_blocks(trainers, args.steps, args.repeat)
+    print("| 512 units, 64 x 50, Adam | ms/step (interleaved repeats) | median |")
+    print("|---|---|---|")
+    for label, t in times.items():
+        emit({"part": "floor", "model": label, "step_seconds": t})
+        print(f"| {label} | {' / '.join(f'{x * 1000:.0f}' for x in t)} | **{float(np.median(t)) * 1000:.0f}** |",
+              flush=True)
+
+
 def held_out(run_dir, text: str) -> float:
     from charlm.use.scoring import evaluate
 
@@ -125,7 +141,9 @@ def held_out(run_dir, text: str) -> float:
 def train_for(text: str, seconds: float, run_dir, **overrides) -> dict:
     from charlm.training.trainer import train
 
-    result = train(text=text, checkpoint_dir=run_dir, preset="fast", time_limit=seconds, log=quiet, **overrides)
+    # blocks of 10 steps: the budget stops the run within its seconds however slow a step is
+    result = train(text=text, checkpoint_dir=run_dir, preset="fast", time_limit=seconds, log=quiet,
+                   steps_per_call=10, **overrides)
     return {"steps": result.step, "seconds": round(result.seconds, 1)}
 
 
@@ -250,7 +268,7 @@ def part_xla(args):
         print(f"| {label} | {' / '.join(f'{x * 1000:.1f}' for x in t)} |", flush=True)
 
 
-PARTS = {"steps": part_steps, "cutoffs": part_cutoffs, "quality": part_quality, "sample": part_sample,
+PARTS = {"steps": part_steps, "floor": part_floor, "cutoffs": part_cutoffs, "quality": part_quality, "sample": part_sample,
          "eval": part_eval, "xla": part_xla}
 
 

@@ -73,6 +73,9 @@ def test_adaptive_loss_equals_the_numpy_full_log_softmax(cutoffs):
     np.testing.assert_allclose(out.log_probs(hh).numpy(), reference, atol=1e-5)
     np.testing.assert_allclose(float(out.loss(hh, y)), -reference[np.arange(y.size), y].mean(), atol=1e-5)
     np.testing.assert_allclose(out.target_log_probs(hh, y).numpy(), reference[np.arange(y.size), y], atol=1e-5)
+    # the streamed scorer's per-step figure, every cluster at every row
+    np.testing.assert_allclose(out.step_nats(out.step_weights(), hh, y).numpy(), -reference[np.arange(y.size), y],
+                               atol=1e-5)
 
 
 def test_gathered_training_loss_equals_the_dense_one_and_so_do_the_gradients():

@@ -77,13 +77,12 @@ def last_logits(model, state):
 
 def score(cells, dtype, output, weights, ids, valid, scored, state):
     """Nats of the ``scored`` positions of ``ids`` ``[K, S]``; the states are ``[H, S]``.
-    ``output``: the model's softmax (``step_logits`` of ``weights["softmax"]`` and ``[S, H]``)."""
+    ``output``: the model's softmax (``step_nats`` of ``weights["softmax"]``, ``[S, H]`` and the targets)."""
     library = kernels.lstm_steps() if dtype == tf.float32 else None
 
     def body(t, state, total):
         # the prediction for position t comes from the state before it
-        logits = output.step_logits(weights["softmax"], tf.transpose(state[-1][0]))
-        nats = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids[t], logits=logits)
+        nats = output.step_nats(weights["softmax"], tf.transpose(state[-1][0]), ids[t])
         total += tf.reduce_sum(tf.where(scored[t], tf.cast(nats, tf.float64), 0.0))
         keep = valid[t]
         new_state = []

@@ -20,8 +20,9 @@ Every layer gives:
 * ``logits(h)`` ``[..., V]``: scores whose softmax is the model's distribution (the full layer's
   logits; the adaptive layer's exact log-probabilities), what scoring and sampling read;
   ``log_probs(h)`` the normalised log-probabilities; ``target_log_probs(h, targets)``.
-* ``step_weights(compute)`` and ``step_logits(weights, h)``: the same for one step of sampling or
-  the streamed scorer, with the weights prepared once outside their loop.
+* ``step_weights(compute)``, ``step_logits(weights, h)`` and ``step_nats(weights, h, targets)``:
+  the same for one step of sampling or the streamed scorer, with the weights prepared once
+  outside their loop.
 * ``initial_logits()``: the prediction of the zero state (whose top output is 0).
 
 The variables live on the model (:class:`charlm.nn.model.CharLM`) under the names of
@@ -37,16 +38,18 @@ from charlm.fast.matmul import matmul, matmul_seq
 SOFTMAXES = ("full", "adaptive")
 # --softmax auto: adaptive for vocabularies of more than this many tokens (benchmarks/softmax.py)
 AUTO_TOKENS = 1000
-# default cutoffs: the head's share of the tokens, and its bounds
-HEAD_SHARE = 1 / 6
+# default cutoffs: the head's share of the tokens, and its bounds (benchmarks/softmax.py cutoffs:
+# on fortunes-zh's 5,750 characters a head of 256 trained fastest and scored best of 256, 512, 1000)
+HEAD_SHARE = 1 / 20
 HEAD_MIN, HEAD_MAX = 256, 2000
 # each tail's projection is this many times narrower than the one before it (Grave et al.: 4)
 NARROWING = 4
 
 
 def default_cutoffs(num_tokens: int) -> list[int]:
-    """Cutoffs for ``num_tokens`` tokens: a head of about a sixth of them (256 to 2,000), then
-    two tails, the first three times the head's size (one tail when few tokens are left)."""
+    """Cutoffs for ``num_tokens`` tokens: a head of a twentieth of them (256 to 2,000; at most
+    half), then two tails, the first up to rank four times the head's (one tail when few tokens
+    are left)."""
     head = int(min(HEAD_MAX, max(HEAD_MIN, num_tokens * HEAD_SHARE)))
     head = max(1, min(head, num_tokens // 2))
     second = head * 4
@@ -141,6 +144,10 @@ class FullSoftmax:
     @staticmethod
     def step_logits(weights, h):
         return matmul(h, weights["out_w"]) + weights["out_b"]
+
+    def step_nats(self, weights, h, targets):
+        """``-log p(targets)`` ``[N]`` of flat ``h`` ``[N, H]`` with :meth:`step_weights`."""
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=self.step_logits(weights, h))
 
 
 class AdaptiveSoftmax:
@@ -244,6 +251,19 @@ class AdaptiveSoftmax:
             tail = tf.nn.log_softmax(matmul(matmul(h, proj), w) + b)
             parts.append(head[:, first + k:first + k + 1] + tail)
         return tf.gather(tf.concat(parts, axis=1), weights["token_rank"], axis=1)
+
+    def step_nats(self, weights, h, targets):
+        """``-log p(targets)`` ``[N]`` of flat ``h`` ``[N, H]``: every cluster at every position
+        (no gathering: scoring's rows are few), without assembling the whole distribution."""
+        rank = tf.gather(weights["token_rank"], targets)
+        cluster = tf.reduce_sum(tf.cast(rank[:, None] >= tf.constant(self.cutoffs, rank.dtype)[None, :], tf.int32), 1)
+        head = tf.nn.log_softmax(matmul(h, weights["head_w"]) + weights["head_b"])
+        nats = -tf.gather(head, self._head_targets(rank, cluster), batch_dims=1)
+        for k, (proj, w, b) in enumerate(weights["tails"]):
+            tail = tf.nn.log_softmax(matmul(matmul(h, proj), w) + b)
+            index = tf.clip_by_value(rank - self.bounds[k + 1], 0, self.bounds[k + 2] - self.bounds[k + 1] - 1)
+            nats -= tf.where(tf.equal(cluster, k + 1), tf.gather(tail, index, batch_dims=1), tf.zeros([], tail.dtype))
+        return nats
 
     def logits(self, h):
         width = tf.shape(h)[-1]
