@@ -230,14 +230,25 @@ def _write(path, text):
     return path
 
 
+def test_dynamic_evaluation_adapts_an_adaptive_run_with_its_softmax_kept(adaptive_run):
+    run, held = adaptive_run
+    r = invoke("eval", "--checkpoint", run, "--text-file", held, "--dynamic", "--dynamic-lr", "0.003",
+               "--streams", "2", "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output.strip().splitlines()[-1])
+    static = json.loads(invoke("eval", "--checkpoint", run, "--text-file", held, "--json").output.strip()
+                        .splitlines()[-1])["nats_per_char"]
+    assert result["static_nats_per_char"] == pytest.approx(static, abs=1e-4)
+    assert result["nats_per_char"] != result["static_nats_per_char"]        # the weights moved
+    assert abs(result["nats_per_char"] - static) < 0.5
+
+
 @pytest.mark.parametrize("command", [["export", "--format", "web"], ["export", "--format", "tflite"],
-                                     ["eval", "--dynamic", "--split", "valid"], ["train", "--init-from"]])
+                                     ["train", "--init-from"]])
 def test_paths_without_an_adaptive_softmax_refuse_in_one_line(adaptive_run, tmp_path, command):
     run, held = adaptive_run
     if command[0] == "export":
         args = [*command, "--checkpoint", run, tmp_path / "out.tflite"]
-    elif command[0] == "eval":
-        args = [*command, "--checkpoint", run]
     else:
         args = [*command, run, "--corpus", held, "--checkpoint-dir", tmp_path / "new", "--steps", "1"]
     r = invoke(*args)
