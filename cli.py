@@ -18,7 +18,7 @@ STARTED = time.perf_counter()     # a --time-limit counts the whole command, sta
 import click  # noqa: E402
 
 from charlm import __version__  # noqa: E402
-from charlm.config import CELLS, DROPOUT_MASKS, INITS, PRESETS, SCHEDULES  # noqa: E402
+from charlm.config import CELLS, DROPOUT_MASKS, INITS, PRESETS, SCHEDULES, SOFTMAXES  # noqa: E402
 from charlm.fast.precision import PRECISIONS  # noqa: E402
 from charlm.data.splits import SPLITS  # noqa: E402
 from charlm.data.vocab import BYTE_FALLBACKS, OOVS  # noqa: E402
@@ -65,6 +65,16 @@ def _separator(ctx, param, value):
         return value.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as e:
         raise click.BadParameter(f"bad escape in {value!r} ({e.reason})")
+
+
+def _cutoffs(ctx, param, value):
+    """--softmax-cutoffs 2000,6000 -> [2000, 6000]."""
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"give token counts separated by commas, e.g. 2000,6000 (got {value!r})")
 
 
 def _corpus_options(fn):
@@ -114,6 +124,12 @@ def _corpus_options(fn):
                    "or Glorot-uniform with orthogonal recurrent weights (the ud730 preset's).")
 @click.option("--cell", type=click.Choice(CELLS), default=None,
               help="Recurrent cell: LSTM (default), GRU, or the plain Elman RNN.")
+@click.option("--softmax", type=click.Choice(SOFTMAXES), default=None,
+              help="Output layer: full, adaptive (a head over the frequent tokens, narrower tails for "
+                   "the rare ones; exact), or auto (adaptive above 1,000 tokens; the fast preset's).")
+@click.option("--softmax-cutoffs", callback=_cutoffs, default=None, metavar="N,N",
+              help="Adaptive softmax: where the head ends and each tail after it (token ranks by "
+                   "training count, e.g. 2000,6000; default: from the vocabulary's size).")
 @click.option("--batch-size", type=POSITIVE, default=None)
 @click.option("--unrollings", type=POSITIVE, default=None, help="Tokens per truncated-BPTT window.")
 @click.option("--steps", type=POSITIVE, default=None, help="Total training steps of the run.")

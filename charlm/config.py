@@ -29,6 +29,9 @@ SCHEDULES = ("step", "budget")
 # per batch row for the whole window (variational dropout, Gal & Ghahramani 2016), which draws
 # far fewer random numbers.
 DROPOUT_MASKS = ("step", "sequence")
+# Output layers (charlm.nn.softmax): "auto" is adaptive above AUTO_TOKENS tokens, resolved by the
+# trainer once it knows the vocabulary (config.json keeps the choice).
+SOFTMAXES = ("full", "adaptive", "auto")
 
 
 @dataclass
@@ -42,6 +45,9 @@ class ModelConfig:
     weight_drop: float = 0.0      # DropConnect on the recurrent kernels, one mask per batch (AWD-LSTM)
     init: str = "notebook"        # one of INITS
     cell: str = "lstm"            # one of CELLS (runs saved before the field existed are LSTMs)
+    softmax: str = "full"         # one of SOFTMAXES: "full", "adaptive", or "auto" until the
+                                  # trainer resolves it from the vocabulary (charlm.nn.softmax)
+    softmax_cutoffs: list = dataclasses.field(default_factory=list)   # adaptive: head and tail bounds
 
     @property
     def drops(self) -> bool:
@@ -62,6 +68,12 @@ class ModelConfig:
                f"--dropout-mask must be one of {', '.join(DROPOUT_MASKS)} (got {self.dropout_mask!r})")
         _check(self.init in INITS, f"unknown init {self.init!r}")
         _check(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        _check(self.softmax in SOFTMAXES, f"--softmax must be one of {', '.join(SOFTMAXES)}, not {self.softmax!r}")
+        cutoffs = self.softmax_cutoffs
+        _check(isinstance(cutoffs, list) and all(isinstance(c, int) and c >= 1 for c in cutoffs)
+               and cutoffs == sorted(set(cutoffs)),
+               f"--softmax-cutoffs must be increasing positive numbers (got {cutoffs!r})")
+        _check(not cutoffs or self.softmax != "full", "--softmax-cutoffs apply to --softmax adaptive or auto")
         return self
 
 
@@ -145,6 +157,7 @@ PRESETS: dict[str, dict] = {
     # benchmarks/README.md "Quality per time"): the learning rate is laid over --time-limit.
     "fast": dict(kind="char", hidden=512, layers=1, embedding_size=64, dropout=0.0, dropout_mask="sequence",
                  auto_dropout=True, init="orthogonal",
+                 softmax="auto",
                  batch_size=64, unrollings=50, steps=1_000_000, optimizer="adam", learning_rate=0.008,
                  schedule="budget", warmup_steps=100, clip=5.0, valid_size=20000, valid_split="spread",
                  time_limit=600.0, log_every=200, sample_every=0, checkpoint_every=1000),

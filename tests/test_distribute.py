@@ -93,6 +93,26 @@ def test_mirrored_dropout_run_resumes_on_one_device(data):
     assert held_out(run, held) < 4.0
 
 
+def test_mirrored_replicas_follow_one_device_with_an_adaptive_softmax(tmp_path):
+    # 350 distinct characters, Zipfian: every replica's rows gather their own tail positions
+    rng = __import__("numpy").random.default_rng(4)
+    p = 1 / (rng.permutation(350) + 1.0)
+    ids = rng.choice(350, size=20000, p=p / p.sum())
+    ids[:350] = range(350)
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("".join(chr(0x4E00 + int(i)) for i in ids), encoding="utf-8")
+    args = ["--softmax", "adaptive", "--softmax-cutoffs", "40,150", "--hidden", "32", "--optimizer", "adam",
+            "--learning-rate", "0.01", "--batch-size", "16", "--unrollings", "25", "--steps", "30",
+            "--sample-every", "0", "--valid-size", "500", "--log-every", "10", "--seed", "1"]
+    one = summary(cli("train", "--corpus", corpus, "--checkpoint-dir", tmp_path / "one", *args))
+    two = summary(cli("train", "--corpus", corpus, "--checkpoint-dir", tmp_path / "two", *args,
+                      "--distribute", "mirrored", "--replicas", "2"))
+    config = json.loads((tmp_path / "two" / "config.json").read_text())["model"]
+    assert config["softmax"] == "adaptive" and config["softmax_cutoffs"] == [40, 150]
+    assert two["loss"] == pytest.approx(one["loss"], abs=1e-4)
+    assert two["valid_perplexity"] == pytest.approx(one["valid_perplexity"], rel=1e-3)
+
+
 def free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:

@@ -56,12 +56,13 @@ def grid(tokens: np.ndarray, streams: int, start: int = 0, stop: int | None = No
 def stream_weights(model, compute):
     """The model's weights for the streamed loop: transposed (feature-major), the recurrent and
     deeper input kernels in ``compute``; layer 0's input half the ``[V, 4H]`` table of
-    :meth:`CharLM.step_weights` and its transpose (a token's column)."""
+    :meth:`CharLM.step_weights` and its transpose (a token's column); the output layer's
+    ``model.softmax.step_weights(compute)``."""
     weights = model.step_weights()
     layers = [(tf.cast(tf.transpose(w_x), compute), tf.cast(tf.transpose(w_h), compute), bias[:, None])
               for w_x, w_h, bias in weights["layers"]]
     return {"table": weights["table"], "table_t": tf.transpose(weights["table"]), "layers": layers,
-            "out_w": tf.cast(weights["out_w"], compute), "out_b": weights["out_b"]}
+            "softmax": model.softmax.step_weights(compute)}
 
 
 def zero_state(model, streams: int):
@@ -71,18 +72,17 @@ def zero_state(model, streams: int):
 def last_logits(model, state):
     """The logits after the last stream's state (the text's end)."""
     top = tf.transpose(state[-1][0])[-1:]
-    return (tf.matmul(top, model.out_w) + model.out_b)[0]
+    return model.softmax.logits(top)[0]
 
 
-def score(cells, dtype, weights, ids, valid, scored, state):
-    """Nats of the ``scored`` positions of ``ids`` ``[K, S]``; the states are ``[H, S]``."""
+def score(cells, dtype, output, weights, ids, valid, scored, state):
+    """Nats of the ``scored`` positions of ``ids`` ``[K, S]``; the states are ``[H, S]``.
+    ``output``: the model's softmax (``step_nats`` of ``weights["softmax"]``, ``[S, H]`` and the targets)."""
     library = kernels.lstm_steps() if dtype == tf.float32 else None
-    out_w = tf.transpose(weights["out_w"])
 
     def body(t, state, total):
         # the prediction for position t comes from the state before it
-        logits = tf.transpose(_mm(out_w, state[-1][0])) + weights["out_b"]
-        nats = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids[t], logits=logits)
+        nats = output.step_nats(weights["softmax"], tf.transpose(state[-1][0]), ids[t])
         total += tf.reduce_sum(tf.where(scored[t], tf.cast(nats, tf.float64), 0.0))
         keep = valid[t]
         new_state = []

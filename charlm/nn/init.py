@@ -5,6 +5,7 @@ import numpy as np
 
 from charlm.config import ModelConfig
 from charlm.nn.cells import CELL_TYPES
+from charlm.nn.softmax import shapes as softmax_shapes
 
 
 def initial_matrix(rng: np.random.Generator, shape, init: str, recurrent_rows: int = 0) -> np.ndarray:
@@ -36,8 +37,10 @@ def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict
     """The starting weights of ``CharLM(config, num_tokens, seed)`` as numpy arrays (float64).
 
     ``embedding`` (or None), ``kernels`` (one ``[in + H, gates * H]`` per layer, gate columns as
-    the cell declares them) and ``out_w``, drawn in that order from one generator; the biases start
-    at zero.  The notebook benchmark starts its graph from these too.
+    the cell declares them) and ``softmax`` (the output layer's matrices by name,
+    :func:`charlm.nn.softmax.shapes`: a full softmax's ``out_w``, also given as ``out_w``), drawn
+    in that order from one generator; the biases start at zero.  The notebook benchmark starts its
+    graph from these too.
     """
     rng = np.random.default_rng(seed)
     h = config.hidden
@@ -51,4 +54,6 @@ def initial_weights(config: ModelConfig, num_tokens: int, seed: int = 0) -> dict
     for _ in range(config.layers):
         kernels.append(initial_matrix(rng, (size + h, gates * h), config.init, recurrent_rows=h))
         size = h
-    return {"embedding": embedding, "kernels": kernels, "out_w": initial_matrix(rng, (h, num_tokens), config.init)}
+    layer = {name: initial_matrix(rng, shape, config.init)
+             for name, shape in softmax_shapes(config.softmax, h, num_tokens, config.softmax_cutoffs).items()}
+    return {"embedding": embedding, "kernels": kernels, "softmax": layer, "out_w": layer.get("out_w")}

@@ -26,6 +26,7 @@ import tensorflow as tf
 from charlm.config import ModelConfig
 from charlm.fast.lookup import lookup, table_is_smaller
 from charlm.fast.matmul import matmul_seq
+from charlm.nn import softmax
 from charlm.nn.cells import CELL_TYPES
 from charlm.nn.init import initial_weights
 
@@ -34,11 +35,13 @@ class CharLM(tf.Module):
     """Embedding or one-hot input, ``config.layers`` cells of ``config.cell``, a softmax over the tokens.
 
     ``dtype`` is the weights', states' and logits' type; ``compute_dtype`` the matmuls' (bfloat16:
-    :mod:`charlm.fast.precision`), for cells that take it.
+    :mod:`charlm.fast.precision`), for cells that take it.  ``token_rank``: an adaptive softmax's
+    ranking of the tokens by training count (:func:`charlm.nn.softmax.rank_from_counts`; a loaded
+    model's comes from its checkpoint).
     """
 
     def __init__(self, config: ModelConfig, num_tokens: int, seed: int = 0, dtype=tf.float32,
-                 compute_dtype=None):
+                 compute_dtype=None, token_rank=None):
         super().__init__(name="charlm")
         self.config = config
         self.num_tokens = num_tokens
@@ -56,8 +59,12 @@ class CharLM(tf.Module):
         for layer, kernel in enumerate(start["kernels"]):
             self.cells.append(cell_type(size, config.hidden, kernel, dtype, name=f"{config.cell}_{layer}"))
             size = config.hidden
-        self.out_w = tf.Variable(start["out_w"], dtype=dtype, name="out_w")
-        self.out_b = tf.Variable(tf.zeros([num_tokens], dtype=dtype), name="out_b")
+        # the output layer (charlm.nn.softmax); its variables are the model's own attributes, so
+        # a full softmax's are ``out_w``/``out_b`` in the checkpoint, as they always were
+        self.softmax = softmax.build(config.softmax, config.hidden, num_tokens, start["softmax"], dtype,
+                                     self.compute_dtype, config.softmax_cutoffs, token_rank)
+        for name, variable in self.softmax.variables.items():
+            setattr(self, name, variable)
 
     def zero_state(self, batch_size):
         z = tf.zeros([batch_size, self.config.hidden], dtype=self.dtype)
@@ -98,7 +105,16 @@ class CharLM(tf.Module):
         return matmul_seq(e, w_x, self.compute_dtype) + bias
 
     def unroll(self, tokens, state, seed=None, loop: str = "auto"):
-        """Run the model over ``tokens`` ``[T, B]`` from ``state``: ``(logits [T, B, V], new_state)``.
+        """Run the model over ``tokens`` ``[T, B]`` from ``state``: ``(logits [T, B, V], new_state)``,
+        the logits those of :meth:`charlm.nn.softmax.FullSoftmax.logits` (an adaptive softmax's:
+        exact log-probabilities).  :meth:`features` and ``model.softmax.loss`` are the training path.
+        """
+        top, new_state = self.features(tokens, state, seed, loop)
+        return self.softmax.logits(top), new_state
+
+    def features(self, tokens, state, seed=None, loop: str = "auto"):
+        """Run the model over ``tokens`` ``[T, B]`` from ``state``: ``(top [T, B, H], new_state)``,
+        the top layer's output (after its dropout) that the softmax reads.
 
         ``seed`` (a shape-[2] int tensor) turns dropout on; ``None`` is inference.  ``loop`` is how
         each cell runs the window (:func:`charlm.fast.bptt.choose`): "auto" (the default: unrolled
@@ -120,8 +136,11 @@ class CharLM(tf.Module):
                 w_h = w_h * tf.cast(noise < keep, self.dtype) / keep
             outputs, layer_state = cell.sequence(xw, w_h, state[layer], loop, self.compute_dtype)
             new_state.append(layer_state)
-        top = self._dropout(outputs, seed, len(self.cells))
-        return matmul_seq(top, self.out_w, self.compute_dtype) + self.out_b, new_state
+        return self._dropout(outputs, seed, len(self.cells)), new_state
+
+    def initial_logits(self):
+        """The logits of the zero state (whose top output is 0): ``[V]``."""
+        return self.softmax.initial_logits()
 
     # -- one step at a time (sampling) -------------------------------------------------------------
     def step_weights(self):
@@ -138,7 +157,7 @@ class CharLM(tf.Module):
             layers.append((w_x, w_h, tf.identity(cell.bias)))
         w_x, _, bias = layers[0]
         table = (w_x if self.embedding is None else tf.matmul(self.embedding, w_x)) + bias
-        return {"table": table, "layers": layers, "out_w": tf.identity(self.out_w), "out_b": tf.identity(self.out_b)}
+        return {"table": table, "layers": layers, "softmax": self.softmax.step_weights()}
 
     def step(self, weights, tokens, state):
         """One inference step for tokens ``[B]`` with :meth:`step_weights`: ``(logits [B, V], new_state)``."""
@@ -148,4 +167,4 @@ class CharLM(tf.Module):
             xw = tf.gather(weights["table"], tokens) if layer == 0 else tf.matmul(x, w_x) + bias
             x, layer_state = cell.step(xw, tf.matmul(state[layer][0], w_h), state[layer])
             new_state.append(layer_state)
-        return tf.matmul(x, weights["out_w"]) + weights["out_b"], new_state
+        return self.softmax.step_logits(weights["softmax"], x), new_state

@@ -151,9 +151,8 @@ class ReplicaSteps:
             seed = None
         count = float(self.cfg.batch_size * self.cfg.unrollings)
         with tf.GradientTape() as tape:
-            logits, new_state = self.model.unroll(local[:-1], state, seed)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=local[1:], logits=logits)) / count
+            top, new_state = self.model.features(local[:-1], state, seed)
+            loss = self.model.softmax.total(top, local[1:]) / count
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
         loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads))
         gathered = [(ctx.all_gather(h, axis=0), ctx.all_gather(c, axis=0)) for h, c in new_state]

@@ -62,6 +62,13 @@ def shape_from(origin: Origin, overrides: dict) -> dict:
     """``overrides`` with the model's shape taken from ``origin``; a different shape asked for
     explicitly is refused."""
     old = dataclasses.asdict(origin.model_config)
+    if old["softmax"] != "full":
+        raise CharlmError(f"--init-from: {origin.run_dir} has an {old['softmax']} softmax; a fine-tuned run "
+                          f"starts from a run with a full softmax")
+    if overrides.get("softmax") not in (None, "auto", "full"):
+        raise CharlmError(f"--init-from: {origin.run_dir} has a full softmax and a fine-tuned run keeps it "
+                          f"(drop --softmax {overrides['softmax']})")
+    overrides = {**overrides, "softmax": "full", "softmax_cutoffs": None}
     asked = {k: overrides[k] for k in SHAPE_FIELDS if overrides.get(k) is not None}
     diffs = [f"{FLAG[k]} {old[k]} -> {v}" for k, v in asked.items() if v != old[k]]
     if diffs:

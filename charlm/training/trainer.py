@@ -33,6 +33,7 @@ from charlm.errors import CharlmError
 from charlm.use.scoring import Scorer
 from charlm.nn.cells import CELL_TYPES
 from charlm.nn.model import CharLM
+from charlm.nn import softmax
 from charlm.training.optim import learning_rate, make_optimizer
 from charlm.fast.precision import compute_dtype
 from charlm.run.reporting import Reporter, log_to_stderr
@@ -138,12 +139,24 @@ class Trainer(ReplicaSteps):
         train_tokens = self.tokenizer.tokens(train_ids) if isinstance(text, str) else \
             prepared.token_file(text, tokenizer, train_ranges)[0]
         self.generator = BatchGenerator(train_tokens, train_cfg.batch_size, train_cfg.unrollings, unit=unit)
+        self._setup_softmax(train_tokens, resume)
         # before anything large is built: does it fit?
         check_training(model_cfg, train_cfg, self.tokenizer.num_tokens, self.tokenizer.tokens(valid_ids).size,
                        distribution.replicas if distribution else 1)
         # characters per token, for the chars/s and bits/char figures (1 or 2; about 2 when sparse)
         self.chars_per_token = train_chars / max(train_tokens.size, 1) if self.tokenizer.sparse \
             else self.tokenizer.chars_per_token
+
+    def _setup_softmax(self, train_tokens, resume: bool):
+        """The output layer for the vocabulary (``--softmax auto`` decided, kept in ``config.json``)
+        and, for an adaptive one, the tokens' ranking by their counts in the training text (a
+        resumed run's comes from its checkpoint)."""
+        num_tokens = self.tokenizer.num_tokens
+        softmax.resolve(self.model_cfg, num_tokens)
+        self.token_rank = None
+        if self.model_cfg.softmax == "adaptive" and not resume:
+            counts = np.bincount(np.asarray(train_tokens), minlength=num_tokens)[:num_tokens]
+            self.token_rank = softmax.rank_from_counts(counts)
 
     def _setup_model(self):
         """The model, its optimizer and the carried LSTM state, in the precision chosen."""
@@ -156,7 +169,7 @@ class Trainer(ReplicaSteps):
         # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
             self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed,
-                                compute_dtype=self.compute_dtype)
+                                compute_dtype=self.compute_dtype, token_rank=self.token_rank)
             if self.origin is not None:
                 self._take_origin_weights()
             self.variables = list(self.model.trainable_variables)
@@ -254,9 +267,8 @@ class Trainer(ReplicaSteps):
         state = [(h.read_value(), c.read_value()) for h, c in self.carried]
         seed = self.rng.make_seeds(1)[:, 0] if self.model_cfg.drops else None
         with tf.GradientTape() as tape:
-            logits, new_state = self.model.unroll(batch[:-1], state, seed)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=batch[1:], logits=logits))
+            top, new_state = self.model.features(batch[:-1], state, seed)
+            loss = self.model.softmax.loss(top, batch[1:])
         # embedding lookups give sparse gradients; the optimizers and clipping want dense ones
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.variables)]
         return (loss, *self._update(grads, new_state, progress))

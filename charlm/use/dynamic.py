@@ -18,7 +18,8 @@ A per-stream copy of the recurrent kernels would turn the batched ``[S, H] @ [H,
 every step into S matrix-vector products (and S times the weights to read), so the streams share
 the trained recurrent kernels (and deeper layers' input kernels) and each adapts the rest: layer 0's
 input table (the embedding times the input kernel, with its bias: one row per token), the deeper
-layers' biases and the softmax.  The recurrence itself runs on the cells' own training loops
+layers' biases and the softmax (an adaptive softmax, :mod:`charlm.nn.softmax`, is shared by the
+streams and kept as trained).  The recurrence itself runs on the cells' own training loops
 (:mod:`charlm.fast`), their hand-derived backward pass included.
 
 The defaults were tuned on the validation splits of runs trained by the ``fast`` preset
@@ -73,12 +74,16 @@ class DynamicScorer:
             raise CharlmError("dynamic evaluation needs a learning rate >= 0, a decay in [0, 1), "
                               "a segment of at least 1 token and at least one stream")
         self.model, self.tokenizer = model, tokenizer
+        # an adaptive softmax (charlm.nn.softmax) is shared by the streams and kept as trained
+        self.own_softmax = model.softmax.kind == "full"
         self.learning_rate, self.decay, self.segment, self.streams = learning_rate, decay, segment, streams
         self.compute = compute or model.compute_dtype
         weights = model.step_weights()
         layers = weights["layers"]
         # the adapted weights, as trained: table, deeper biases, softmax
-        self.trained = [weights["table"], *(bias for _, _, bias in layers[1:]), weights["out_w"], weights["out_b"]]
+        self.trained = [weights["table"], *(bias for _, _, bias in layers[1:])]
+        if self.own_softmax:
+            self.trained += [weights["softmax"]["out_w"], weights["softmax"]["out_b"]]
         self.w_x = [tf.cast(w_x, self.compute) for w_x, _, _ in layers[1:]]
         self.w_h = [w_h for _, w_h, _ in layers]
         self.rms = None
@@ -89,7 +94,7 @@ class DynamicScorer:
     def _forward(self, params, ids, state, top):
         """Nats ``[T, S]`` of ``ids`` (each stream with its own ``params``), the new state, the
         top outputs ``[T, S, H]``.  ``top``: the top output before the segment (zero at a start)."""
-        table, biases, out_w, out_b = params[0], params[1:-2], params[-2], params[-1]
+        table, biases = params[0], params[1:-2] if self.own_softmax else params[1:]
         xw = tf.transpose(tf.gather(table, tf.transpose(ids), batch_dims=1), [1, 0, 2])
         outputs, new_state = None, []
         for layer, cell in enumerate(self.model.cells):
@@ -99,7 +104,9 @@ class DynamicScorer:
             new_state.append(layer_state)
         # token t is predicted from the output after token t - 1
         before = tf.concat([top[None], outputs[:-1]], 0)
-        logits = tf.einsum("tsh,shv->tsv", before, out_w) + out_b[None]
+        if not self.own_softmax:
+            return -self.model.softmax.target_log_probs(before, ids), new_state, outputs
+        logits = tf.einsum("tsh,shv->tsv", before, params[-2]) + params[-1][None]
         nats = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits)
         return nats, new_state, outputs
 
@@ -196,5 +203,7 @@ class DynamicScorer:
                         streams=streams, stats_tokens=self.stats_tokens)
         if not last_logits:
             return positions, settings
+        if not self.own_softmax:
+            return positions, settings, self.model.softmax.logits(last_output[None])[0]
         logits = tf.matmul(last_output[None], params[-2][last_stream])[0] + params[-1][last_stream]
         return positions, settings, logits

@@ -101,7 +101,7 @@ class ExportedModel(tf.Module):
         weights = model.step_weights()
         n = tf.size(tokens)
         history = tf.TensorArray(model.dtype, size=n + 1)
-        history = history.write(0, model.out_b[None, :])
+        history = history.write(0, model.initial_logits()[None, :])
 
         def body(i, state, history):
             logits, state = model.step(weights, tokens[i][None], state)
@@ -233,6 +233,9 @@ def export(checkpoint, output, format: str = "savedmodel", weights: str = "float
     if format != "savedmodel" and tokenizer.vocab.bytes:
         raise CharlmError(f"--format {format} does not take a model with byte tokens (byte fallback); "
                           f"export it as a savedmodel, or train with --byte-fallback off")
+    if format != "savedmodel" and model.softmax.kind != "full":
+        raise CharlmError(f"--format {format} exports a full softmax; this run's is {model.softmax.kind} "
+                          f"(export it as --format savedmodel)")
     name = Path(checkpoint).resolve().name
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")

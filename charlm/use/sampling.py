@@ -143,7 +143,7 @@ class Sampler:
         model = self.model
         state = model.zero_state(num_samples)
         if not tokens.size:
-            return tf.tile(model.out_b[None, :], [num_samples, 1]), state
+            return tf.tile(model.initial_logits()[None, :], [num_samples, 1]), state
         for start in range(0, tokens.size, LOOP_STEPS):
             piece = tokens[start:start + LOOP_STEPS].astype(np.int32)
             logits, state = self._prime_fn(tf.constant(np.repeat(piece[:, None], num_samples, axis=1)), state)

@@ -92,7 +92,7 @@ class Scorer:
         self.compute = compute or model.compute_dtype
         self._chunk_fn = tf.function(self._score_chunk, jit_compile=True, reduce_retracing=True,
                                      autograph=False)
-        self._streams_fn = tf.function(functools.partial(side_by_side.score, model.cells, model.dtype),
+        self._streams_fn = tf.function(functools.partial(side_by_side.score, model.cells, model.dtype, model.softmax),
                                        reduce_retracing=True, autograph=False)
 
     def _score_chunk(self, tokens, n, state, prev_logits):
@@ -130,7 +130,7 @@ class Scorer:
         """``(nats, logits after the last token)`` with one state through all of ``tokens``."""
         model = self.model
         state = model.zero_state(1)
-        logits = tf.identity(model.out_b)   # the zero state's prediction
+        logits = model.initial_logits()   # the zero state's prediction
         total = 0.0
         # a chunk's logits are [chunk, num_tokens]: keep them to LOGITS_BUDGET numbers (a
         # large sparse-bigram vocabulary would otherwise need gigabytes)
