@@ -11,7 +11,10 @@ which it depends on), ``dict-jargon`` and ``fortunes-zh``, then writes into OUT_
   files' own ``%`` lines (the files read as Latin-1), so the last 10% held out is the same kind of text as the first 90%;
 - ``jargon.txt``: the first 1,100,000 characters of the Jargon File (``dict-jargon``), a
   different English (definitions, cross-references, ASCII markup) to check a preset on;
-- ``zh.txt``: the ``fortunes-zh`` files, 1.16M characters of Chinese (6,174 distinct).
+- ``zh.txt``: the ``fortunes-zh`` files, 1.16M characters of Chinese (6,174 distinct);
+- ``zh-chinese.txt`` and ``zh-poems.txt``: the same package as two sources, its ``chinese`` file
+  (1.12M characters: sayings, classical poems, Debian's documents) to train on, and its two poem
+  anthologies ``tang300`` and ``song100`` (46,189 characters) to score on: text of another source.
 
 Never commit them into the project.
 """
@@ -63,9 +66,11 @@ def main():
         (out / "jargon.txt").write_text(jargon[:SIZE], encoding="utf-8")
 
         root = unpack(["fortunes-zh"], tmp, "zh")
-        zh = "".join(text for _, text in fortune_files(root / "usr/share/games/fortunes", "utf-8"))
-        (out / "zh.txt").write_text(zh, encoding="utf-8")
-    for name in ("fortunes-mixed.txt", "jargon.txt", "zh.txt"):
+        files = dict(fortune_files(root / "usr/share/games/fortunes", "utf-8"))
+        (out / "zh.txt").write_text("".join(files.values()), encoding="utf-8")
+        (out / "zh-chinese.txt").write_text(files["chinese"], encoding="utf-8")
+        (out / "zh-poems.txt").write_text(files["tang300"] + files["song100"], encoding="utf-8")
+    for name in ("fortunes-mixed.txt", "jargon.txt", "zh.txt", "zh-chinese.txt", "zh-poems.txt"):
         text = (out / name).read_text(encoding="utf-8")
         print(f"{out / name}: {len(text):,} characters, {len(set(text)):,} distinct")
 

@@ -169,7 +169,7 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-RUN = ["--softmax", "adaptive", "--hidden", "24", "--batch-size", "8", "--unrollings", "25", "--optimizer", "adam",
+RUN = ["--softmax", "adaptive", "--byte-fallback", "off", "--hidden", "24", "--batch-size", "8", "--unrollings", "25", "--optimizer", "adam",
        "--learning-rate", "0.01", "--seed", "2", "--log-every", "20", "--sample-every", "0", "--valid-size", "600"]
 
 

@@ -69,9 +69,9 @@ class Budget:
 
     def refuse_if_spent(self, run_dir):
         """A resumed run whose earlier sessions used its whole time limit stops with one line."""
-        # spent: earlier sessions left under a second for steps (a run stopped by its limit ends
-        # just short of it)
-        if self.time_limit and self.used_before and self.time_limit - self.reserve - self.used_before < 1.0:
+        # spent: earlier sessions left (next to) no time for steps (a run stopped by its limit
+        # ends a fraction of a step short of it)
+        if self.time_limit and self.used_before and self.time_limit - self.reserve - self.used_before < 0.1:
             raise CharlmError(f"the run in {run_dir} has trained {self.used_before:.0f} s, its whole "
                               f"--time-limit of {self.time_limit:g} s; give a larger --time-limit to train on")
 
