@@ -150,6 +150,10 @@ def test_auto_chooses_by_vocabulary_size_and_cutoffs_are_checked():
     with pytest.raises(CharlmError, match="apply to --softmax adaptive"):
         build_configs("small", softmax="full", softmax_cutoffs=[20])
     assert build_configs("fast")[0].softmax == "auto" and build_configs("small")[0].softmax == "full"
+    # the fast preset's width follows its softmax; a width given stays
+    widths = [softmax.resolve(build_configs("fast")[0], n).hidden for n in (27, 729, 5750)]
+    assert widths == [softmax.WIDTH["full"], softmax.WIDTH["full"], softmax.WIDTH["adaptive"]] == [512, 512, 384]
+    assert softmax.resolve(build_configs("fast", hidden=256)[0], 5750).hidden == 256
     # a config.json written before the field existed is a full softmax
     old = {k: v for k, v in ModelConfig().__dict__.items() if not k.startswith("softmax")}
     assert ModelConfig(**old).validate().softmax == "full"

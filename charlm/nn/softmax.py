@@ -42,6 +42,11 @@ AUTO_TOKENS = 1000
 # on fortunes-zh's 5,750 characters a head of 256 trained fastest and scored best of 256, 512, 1000)
 HEAD_SHARE = 1 / 20
 HEAD_MIN, HEAD_MAX = 256, 2000
+# hidden 0 (`--preset fast`): the width for the softmax the vocabulary gets.  Over a large
+# alphabet the recurrence, not the output layer, sets an adaptive model's step time, and in 150 s
+# 384 units made 1.5x the steps of 512 and scored lower on Chinese, held out of the same source and
+# of another (benchmarks/README.md, "Large alphabets at equal time")
+WIDTH = {"full": 512, "adaptive": 384}
 # each tail's projection is this many times narrower than the one before it (Grave et al.: 4)
 NARROWING = 4
 
@@ -279,7 +284,8 @@ class AdaptiveSoftmax:
 def resolve(config, num_tokens: int):
     """``config`` (a ModelConfig) with its softmax decided for ``num_tokens`` tokens: "auto" made
     full or adaptive (adaptive above ``AUTO_TOKENS``), an adaptive layer's empty cutoffs filled in
-    (:func:`default_cutoffs`) and given ones checked against the vocabulary."""
+    (:func:`default_cutoffs`) and given ones checked against the vocabulary; ``hidden`` 0 (the
+    ``fast`` preset's) made the width for that softmax (:data:`WIDTH`)."""
     from charlm.errors import CharlmError
 
     if config.softmax == "auto":
@@ -294,4 +300,6 @@ def resolve(config, num_tokens: int):
         why = check_cutoffs(config.softmax_cutoffs, num_tokens)
         if why:
             raise CharlmError(why)
+    if not config.hidden:
+        config.hidden = WIDTH[config.softmax]
     return config

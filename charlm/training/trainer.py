@@ -592,7 +592,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         raise CharlmError("--keep-best keeps the checkpoint of the lowest validation loss: it needs "
                           "--valid-size > 0")
     # threads and devices are fixed before TensorFlow runs its first op
-    set_threads(auto_threads(model_cfg.hidden) if threads is None else threads, replicas or 1)
+    set_threads(auto_threads(model_cfg.hidden or 512) if threads is None else threads, replicas or 1)
     distribution = setup_distribution(distribute, replicas)
     chief = distribution is None or distribution.is_chief
     if train_cfg.keep_best and distribution and distribution.mode == "multi-worker":
