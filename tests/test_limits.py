@@ -207,11 +207,12 @@ def test_cjk_bigram_export(cjk_run, tmp_path):
 
 # --------------------------------------------------------------------------- memory
 
-def test_huge_hidden_ends_in_one_line():
+def test_huge_hidden_ends_in_one_line(tmp_path):
     proc = cli("train", "--corpus", ROOT / "tests" / "conftest.py", "--valid-size", "0", "--hidden", 40000,
-               "--checkpoint-dir", "/nonexistent/never-made")
+               "--checkpoint-dir", tmp_path / "absent" / "never-made")
     last = assert_clean_error(proc, "memory", "--hidden", "is there")
     assert "GB" in last
+    assert not (tmp_path / "absent").exists()        # neither the run folder nor the parent it lacked is left
 
 
 def test_huge_bigram_vocabulary_ends_in_one_line(tmp_path):

@@ -102,7 +102,9 @@ def check_new_folder(run_dir: Path, chief: bool = True):
 def writing(run_dir: Path, new: bool, chief: bool = True):
     """Hold ``run_dir`` for one run (only the chief of a distributed run takes the lock)."""
     run_dir = Path(run_dir)
-    created = chief and not run_dir.exists()
+    # the folders this run makes, the run folder first, then the parents it lacked
+    made = [p for p in (run_dir, *run_dir.absolute().parents) if not p.exists()] if chief else []
+    created = bool(made)
     lock = None
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,5 +119,10 @@ def writing(run_dir: Path, new: bool, chief: bool = True):
         # a new run that wrote nothing leaves nothing
         if created and {p.name for p in run_dir.iterdir()} <= {ckpt.LOCK_FILE}:
             shutil.rmtree(run_dir, ignore_errors=True)
+            for parent in made[1:]:
+                try:
+                    parent.rmdir()          # only while empty: another run may have begun in it
+                except OSError:
+                    break
         elif lock and not lock.existed and [p.name for p in run_dir.iterdir()] == [ckpt.LOCK_FILE]:
             lock.path.unlink(missing_ok=True)
