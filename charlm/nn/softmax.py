@@ -201,9 +201,13 @@ class AdaptiveSoftmax:
                                                                for p, w, b in self.tail_vars]
 
     # -- training: every tail only where its targets are ----------------------------------------
-    def _gathered_nats(self, h, targets):
-        """``(head nats [N], [(positions, tail nats)] per tail)`` of flat ``h`` ``[N, H]``."""
-        head_w, head_b, tails = self._weights(self.compute)
+    def _gathered_nats(self, h, targets, weights=None):
+        """``(head nats [N], [(positions, tail nats)] per tail)`` of flat ``h`` ``[N, H]`` (with
+        :meth:`step_weights` ``weights``, else the variables in the layer's compute dtype)."""
+        if weights is None:
+            head_w, head_b, tails = self._weights(self.compute)
+        else:
+            head_w, head_b, tails = weights["head_w"], weights["head_b"], weights["tails"]
         rank, cluster = self._place(targets)
         head_nats = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=self._head_targets(rank, cluster), logits=matmul(h, head_w) + head_b)
@@ -231,11 +235,14 @@ class AdaptiveSoftmax:
     def target_log_probs(self, h, targets):
         shape = tf.shape(targets)
         h, targets = self._flat(h, targets)
-        head_nats, parts = self._gathered_nats(h, targets)
-        nats = head_nats
+        return tf.reshape(-self._position_nats(h, targets), shape)
+
+    def _position_nats(self, h, targets, weights=None):
+        """``-log p(targets)`` ``[N]``: the head's nats plus, where a target lies in a tail, the tail's."""
+        nats, parts = self._gathered_nats(h, targets, weights)
         for where, tail_nats in parts:
             nats = tf.tensor_scatter_nd_add(nats, where[:, None], tail_nats)
-        return tf.reshape(-nats, shape)
+        return nats
 
     def dense_total(self, h, targets):
         """:meth:`total` computed from every cluster at every position (the reference)."""
@@ -258,17 +265,10 @@ class AdaptiveSoftmax:
         return tf.gather(tf.concat(parts, axis=1), weights["token_rank"], axis=1)
 
     def step_nats(self, weights, h, targets):
-        """``-log p(targets)`` ``[N]`` of flat ``h`` ``[N, H]``: every cluster at every position
-        (no gathering: scoring's rows are few), without assembling the whole distribution."""
-        rank = tf.gather(weights["token_rank"], targets)
-        cluster = tf.reduce_sum(tf.cast(rank[:, None] >= tf.constant(self.cutoffs, rank.dtype)[None, :], tf.int32), 1)
-        head = tf.nn.log_softmax(matmul(h, weights["head_w"]) + weights["head_b"])
-        nats = -tf.gather(head, self._head_targets(rank, cluster), batch_dims=1)
-        for k, (proj, w, b) in enumerate(weights["tails"]):
-            tail = tf.nn.log_softmax(matmul(matmul(h, proj), w) + b)
-            index = tf.clip_by_value(rank - self.bounds[k + 1], 0, self.bounds[k + 2] - self.bounds[k + 1] - 1)
-            nats -= tf.where(tf.equal(cluster, k + 1), tf.gather(tail, index, batch_dims=1), tf.zeros([], tail.dtype))
-        return nats
+        """``-log p(targets)`` ``[N]`` of flat ``h`` ``[N, H]``, without assembling the whole
+        distribution: each tail's matmuls only for the rows whose target lies in it, as in
+        training (the streamed scorer's loop runs outside XLA, so the gathered rows may vary)."""
+        return self._position_nats(h, targets, weights)
 
     def logits(self, h):
         width = tf.shape(h)[-1]
