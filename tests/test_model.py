@@ -302,6 +302,19 @@ def test_streamed_scoring_matches_numpy(streams, layers, embedding, kernels_on, 
     assert score.nats == pytest.approx(_numpy_streams(model, tok, ids, streams, 7), rel=1e-5)
 
 
+def test_streamed_scoring_gathers_the_rows_of_a_large_table(monkeypatch):
+    """Above COLUMN_TOKENS the layer-0 columns are the table's rows, gathered and transposed."""
+    monkeypatch.setattr("charlm.fast.streams.WARMUP", 7)
+    monkeypatch.setattr("charlm.fast.streams.STREAM_STEPS", 16)
+    monkeypatch.setattr("charlm.fast.streams.COLUMN_TOKENS", 2)
+    vocab = Vocabulary("abcd ")
+    tok = Tokenizer("char", vocab)
+    model = make_model(tokens=tok.num_tokens, dtype=tf.float32)
+    ids = np.random.default_rng(9).integers(0, 5, size=203)
+    score = Scorer(model, tok, streams=3).score_ids(ids)
+    assert score.nats == pytest.approx(_numpy_streams(model, tok, ids, 3, 7), rel=1e-5)
+
+
 def test_streams_stay_close_to_one_state_with_bfloat16_matmuls():
     """The default for long texts (streams, bfloat16 matmuls) against one float32 state."""
     vocab = Vocabulary("abcd ")

@@ -22,6 +22,11 @@ STREAM_TOKENS = 4096      # default streams: one per this many tokens ...
 MAX_STREAMS = 256         # ... up to this many
 WARMUP = 256              # tokens a stream reads before its own, unscored
 STREAM_STEPS = 128        # time steps per compiled call of the streamed loop
+# Layer 0's input columns come from the transposed table (charlm's column kernel: each output row
+# reads one table row, which stays in cache) up to this many tokens; above, a row of the table
+# no longer stays in cache (6,000 tokens, 512 units: 822 against 175 us a step at 48 streams), and
+# the table's rows are gathered and transposed instead.
+COLUMN_TOKENS = 1024
 
 
 def default_streams(tokens: int) -> int:
@@ -57,12 +62,15 @@ def stream_weights(model, compute):
     """The model's weights for the streamed loop: transposed (feature-major), the recurrent and
     deeper input kernels in ``compute``; layer 0's input half the ``[V, 4H]`` table of
     :meth:`CharLM.step_weights` and its transpose (a token's column); the output layer's
-    ``model.softmax.step_weights(compute)``."""
+    ``model.softmax.step_weights(compute)``.  The transpose is kept only for a table of at most
+    ``COLUMN_TOKENS`` rows."""
     weights = model.step_weights()
     layers = [(tf.cast(tf.transpose(w_x), compute), tf.cast(tf.transpose(w_h), compute), bias[:, None])
               for w_x, w_h, bias in weights["layers"]]
-    return {"table": weights["table"], "table_t": tf.transpose(weights["table"]), "layers": layers,
-            "softmax": model.softmax.step_weights(compute)}
+    out = {"table": weights["table"], "layers": layers, "softmax": model.softmax.step_weights(compute)}
+    if weights["table"].shape[0] <= COLUMN_TOKENS:
+        out["table_t"] = tf.transpose(weights["table"])
+    return out
 
 
 def zero_state(model, streams: int):
@@ -91,7 +99,9 @@ def score(cells, dtype, output, weights, ids, valid, scored, state):
             h, c = state[layer]
             zr = tf.matmul(w_h, tf.cast(h, w_h.dtype))
             if library is not None:
-                xw = library.charlm_columns(weights["table_t"], ids[t]) if layer == 0 else _mm(w_x, x) + bias
+                xw = _mm(w_x, x) + bias if layer else (
+                    library.charlm_columns(weights["table_t"], ids[t]) if "table_t" in weights
+                    else tf.transpose(tf.gather(weights["table"], ids[t])))
                 x, _, c = library.charlm_lstm_step(xw, zr, h, c, keep)
             else:
                 xw = tf.transpose(tf.gather(weights["table"], ids[t])) if layer == 0 else _mm(w_x, x) + bias
