@@ -256,9 +256,12 @@ OOV_OPTION = click.option("--oov", type=click.Choice(OOVS), default=None,
               "(repeatable; --length stays the cap).")
 @click.option("--seed", type=int, default=None, help="Same seed, same text.")
 @click.option("--num-samples", type=POSITIVE, default=1, show_default=True)
+@click.option("--dynamic", is_flag=True, help="Adapt the model to the prime first, as eval --dynamic "
+              "does to the text it scores (the run folder is not changed); needs a prime.")
 @OOV_OPTION
 @user_errors
-def sample(checkpoint, best, length, prime, prime_file, temperature, top_k, top_p, stop, seed, num_samples, oov):
+def sample(checkpoint, best, length, prime, prime_file, temperature, top_k, top_p, stop, seed, num_samples, dynamic,
+           oov):
     """Generate text as it is made: stdout holds the prime followed by LENGTH characters (or
     up to a --stop) per sample."""
     if prime is not None and prime_file is not None:
@@ -267,15 +270,17 @@ def sample(checkpoint, best, length, prime, prime_file, temperature, top_k, top_
         prime = _read_prime_file(prime_file)
     _quiet_tensorflow()
     from charlm.run.checkpoint import load_model
-    from charlm.use.sampling import Sampler, check_options
+    from charlm.use.sampling import check_options, run_sampler
 
     temperatures = temperature or (1.0,)
     for t in temperatures:          # bad values end before the model is loaded
         check_options(length, t, top_k, top_p, num_samples, stop)
+    if dynamic and not prime:
+        raise click.UsageError("--dynamic adapts the model to a prime: give --prime or --prime-file")
 
     path = _resolve_checkpoint(checkpoint)
     click.echo(f"sampling from {path}", err=True)
-    sampler = Sampler(*load_model(path, best=best)[:2])
+    sampler = run_sampler(*load_model(path, best=best), dynamic=dynamic, oov=oov)
     out = click.get_text_stream("stdout")
     try:
         for n, t in enumerate(temperatures):

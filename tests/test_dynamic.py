@@ -105,3 +105,46 @@ def test_eval_dynamic_errors_are_one_line(dyn_run, tmp_path):
                                   str(dyn_run / "heldout.txt"), "--dynamic"])
     assert r.exit_code != 0 and r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1
     assert "gone.txt" in r.output and "Traceback" not in r.output
+
+
+# -- sample --dynamic ------------------------------------------------------------------------------
+def test_adapting_to_a_prime_starts_where_dynamic_scoring_ends(dyn_run):
+    """adapt() reads the prime as dynamic scoring does: with no update it is the static reading,
+    and with updates its logits are those the scorer gives after the prime's last token."""
+    import tensorflow as tf
+    from charlm.use.sampling import Sampler
+
+    prime = (dyn_run / "heldout.txt").read_text()[:160]          # a multiple of the segment
+    frozen, model, tokenizer = scorer(dyn_run / "run", learning_rate=0.0, decay=0.0, segment=16, streams=1)
+    ids = tokenizer.vocab.encode(prime)
+    _, _, logits = frozen.adapt(ids)
+    static_logits, _ = Sampler(model, tokenizer)._read(ids, 1)
+    np.testing.assert_allclose(logits.numpy(), static_logits.numpy(), atol=1e-4)
+    # the same seed: the frozen-adapted sampler writes the static sampler's text
+    options = dict(prime=prime, length=60, seed=3)
+    assert Sampler(model, tokenizer, dynamic=frozen).generate(**options) == \
+        Sampler(model, tokenizer).generate(**options)
+
+    adapting, _, _ = scorer(dyn_run / "run", learning_rate=0.05, segment=16, streams=1)
+    weights, _, logits = adapting.adapt(ids)
+    _, _, scored_logits = adapting.score_tokens(ids, last_logits=True)
+    np.testing.assert_allclose(logits.numpy()[0], scored_logits.numpy(), atol=1e-4)
+    assert np.abs(logits.numpy() - static_logits.numpy()).max() > 1e-2
+    assert np.abs(weights["table"].numpy() - model.step_weights()["table"].numpy()).max() > 1e-3
+    adapted = Sampler(model, tokenizer, dynamic=adapting).generate(**options, num_samples=2)
+    assert all(t.startswith(prime) and len(t) == len(prime) + 60 for t in adapted)
+
+
+def test_sample_dynamic_from_the_command_line(dyn_run, tmp_path):
+    run = dyn_run / "run"
+    before = tree_state(run)
+    prime = tmp_path / "prime.txt"
+    prime.write_text((dyn_run / "heldout.txt").read_text()[:500])
+    r = CliRunner().invoke(main, ["sample", "--checkpoint", str(run), "--prime-file", str(prime), "--dynamic",
+                                  "--length", "80", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    text = r.stdout.strip("\n")
+    assert text.startswith(prime.read_text()) and len(text) == 500 + 80
+    assert tree_state(run) == before
+    bad = CliRunner().invoke(main, ["sample", "--checkpoint", str(run), "--dynamic"])
+    assert bad.exit_code == 2 and "--prime" in bad.output and "Traceback" not in bad.output

@@ -24,6 +24,10 @@ streams and kept as trained).  The recurrence itself runs on the cells' own trai
 
 The defaults were tuned on the validation splits of runs trained by the ``fast`` preset
 (benchmarks/README.md, "Dynamic evaluation"), never on the text scored there.
+
+:meth:`DynamicScorer.adapt` reads a prime the same way, as one stream, and returns the adapted
+weights in the form :meth:`CharLM.step_weights` has, with the state and the logits after the
+prime: ``sample --dynamic`` generates from there (:class:`charlm.use.sampling.Sampler`).
 """
 from __future__ import annotations
 
@@ -153,6 +157,44 @@ class DynamicScorer:
         self.stats_tokens = rows * streams
         return self
 
+    # -- a prime to generate from ----------------------------------------------------------------
+    def adapt(self, tokens: np.ndarray):
+        """Read ``tokens`` as one stream, segment by segment, each scored and then learnt from:
+        ``(step weights, state, logits)`` after the last token, the weights as
+        :meth:`CharLM.step_weights` gives them (adapted table, deeper biases and full softmax)."""
+        if self.rms is None:
+            raise CharlmError("dynamic evaluation: gather_statistics() comes first")
+        tokens = np.asarray(tokens, np.int32)
+        if tokens.size == 0:
+            raise CharlmError("sample --dynamic needs a prime to adapt to (--prime or --prime-file)")
+        scale, rate, lr, decay = self._step_settings()
+        params = self._copies(1)
+        state, top = self._zero(1)
+        for start in range(0, tokens.size, self.segment):      # the last segment may be shorter
+            piece = tokens[start:start + self.segment, None]
+            _, params, state, outputs = self._segment_fn(params, tf.constant(piece), tf.ones(piece.shape),
+                                                         state, top, scale, rate, lr, decay)
+            top = outputs[-1]
+        adapted = [p[0] for p in params]
+        weights = self.model.step_weights()
+        weights["table"] = adapted[0]
+        deeper = adapted[1:len(self.model.cells)]
+        weights["layers"] = [weights["layers"][0]] + [(w_x, w_h, bias) for (w_x, w_h, _), bias
+                                                      in zip(weights["layers"][1:], deeper)]
+        if self.own_softmax:
+            weights["softmax"] = {"out_w": adapted[-2], "out_b": adapted[-1]}
+        logits = self.model.softmax.step_logits(weights["softmax"], top)
+        return weights, state, logits
+
+    def _step_settings(self):
+        """The update's per-weight ``scale`` and ``rate`` from the statistics, and lr and decay."""
+        mean = tf.add_n([tf.reduce_sum(r) for r in self.rms]) / sum(int(np.prod(r.shape)) for r in self.rms)
+        # a weight whose gradient training never saw (a character absent from the statistics pass)
+        # would get an unbounded step: the floor is a thousandth of the mean
+        scale = [1.0 / (r + EPSILON + RMS_FLOOR * mean) for r in self.rms]
+        rate = [tf.minimum(r / mean, 1.0 / self.decay) if self.decay else tf.zeros_like(r) for r in self.rms]
+        return scale, rate, tf.constant(self.learning_rate, tf.float32), tf.constant(self.decay, tf.float32)
+
     # -- scoring -----------------------------------------------------------------------------------
     def _copies(self, streams: int):
         return [tf.tile(t[None], [streams] + [1] * t.shape.rank) for t in self.trained]
@@ -177,12 +219,7 @@ class DynamicScorer:
         pos, scored = layout(n, streams, self.segment)
         grid = np.where(pos >= 0, tokens[np.maximum(pos, 0)], 0).astype(np.int32)
         trained = (pos >= 0).astype(np.float32)
-        mean = tf.add_n([tf.reduce_sum(r) for r in self.rms]) / sum(int(np.prod(r.shape)) for r in self.rms)
-        # a weight whose gradient training never saw (a character absent from the statistics pass)
-        # would get an unbounded step: the floor is a thousandth of the mean
-        scale = [1.0 / (r + EPSILON + RMS_FLOOR * mean) for r in self.rms]
-        rate = [tf.minimum(r / mean, 1.0 / self.decay) if self.decay else tf.zeros_like(r) for r in self.rms]
-        lr, decay = tf.constant(self.learning_rate, tf.float32), tf.constant(self.decay, tf.float32)
+        scale, rate, lr, decay = self._step_settings()
         params = self._copies(streams)
         state, top = self._zero(streams)
         nats = np.zeros(pos.shape, np.float64)

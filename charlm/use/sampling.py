@@ -52,9 +52,14 @@ FIRST_CHUNK = 16
 
 
 class Sampler:
-    def __init__(self, model, tokenizer: Tokenizer):
+    """Generation from one model.  ``dynamic``: a :class:`charlm.use.dynamic.DynamicScorer` (its
+    statistics gathered) that reads each prime and adapts to it; the text is then generated with
+    the adapted weights (held in memory only)."""
+
+    def __init__(self, model, tokenizer: Tokenizer, dynamic=None):
         self.model = model
         self.tokenizer = tokenizer
+        self.dynamic = dynamic
         self._prime_fn = tf.function(self._read_prime, reduce_retracing=True, autograph=False)
         self._loop_fn = tf.function(functools.partial(sample_loop, model), jit_compile=True,
                                     reduce_retracing=True, autograph=False)
@@ -94,7 +99,14 @@ class Sampler:
         if length == 0:
             return
         tokens, leftover = tok.prime_tokens(ids)
-        logits, state = self._read(tokens, num_samples)
+        weights = {}
+        if self.dynamic is None:
+            logits, state = self._read(tokens, num_samples)
+        else:
+            adapted, state, logits = self.dynamic.adapt(tokens)
+            weights = dict(weights=adapted)
+            state = [tuple(tf.tile(t, [num_samples, 1]) for t in layer) for layer in state]
+            logits = tf.tile(logits, [num_samples, 1])
         first_mask = np.ones(tok.num_tokens, dtype=bool)
         if leftover.size:           # bigram with an odd prime: finish the open pair first
             first_mask = tok.starting_with(int(leftover[0]))
@@ -124,7 +136,7 @@ class Sampler:
                 grammar = dict(grammar=(*self._grammar_tensors, tf.constant(at)), need=tf.constant(need, tf.int32))
             out, logits, state = self._loop_fn(logits, state, tf.constant(size, tf.int32), temperature,
                                                int(top_k), seed, mask, tf.constant(done, tf.int32),
-                                               capacity=LOOP_STEPS, top_p=float(top_p), **grammar)
+                                               capacity=LOOP_STEPS, top_p=float(top_p), **grammar, **weights)
             out = out.numpy()[:size]
             if self._grammar is not None:
                 follow = self._grammar[0]
@@ -206,7 +218,7 @@ def check_options(length, temperature, top_k, top_p, num_samples, stop):
 
 
 def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mask, start=0, capacity=None,
-                top_p=1.0, grammar=None, need=None):
+                top_p=1.0, grammar=None, need=None, weights=None):
     """``steps`` tokens per row, each fed back in: ``([steps or capacity, batch] int32, logits, state)``.
 
     ``first_mask`` ``[num_tokens]`` limits the pick of token 0 (an odd bigram prime's open pair);
@@ -214,9 +226,10 @@ def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mas
     ``steps``) fixes the output's length for XLA; the rows past ``steps`` are zeros.
     ``grammar``: ``(follow, made, state)``, the UTF-8 automaton (:meth:`Tokenizer.utf8_grammar`) and
     each row's state in it, which then masks every pick; the loop ends early (the rest zeros) once
-    every row has completed ``need`` characters.
+    every row has completed ``need`` characters.  ``weights``: what :meth:`CharLM.step_weights`
+    gives (default: that, from the model's variables).
     """
-    weights = model.step_weights()
+    weights = model.step_weights() if weights is None else weights
     out = tf.TensorArray(tf.int32, size=capacity or steps)
     minus_inf = tf.constant(-np.inf, logits.dtype)
 
@@ -328,14 +341,29 @@ def _inverse_cdf(filtered, u):
     return block * BLOCK + token
 
 
+def run_sampler(model, tokenizer: Tokenizer, info: dict, dynamic: bool = False, oov: str | None = None) -> Sampler:
+    """A :class:`Sampler` for a loaded run (``info`` from :func:`charlm.run.checkpoint.load_model`);
+    with ``dynamic``, one that adapts to each prime, its statistics pass on the run's training split."""
+    if not dynamic:
+        return Sampler(model, tokenizer)
+    from charlm.use.dynamic import DynamicScorer
+    from charlm.use.scoring import _split_tokens
+
+    training, _ = _split_tokens(info, tokenizer, oov)
+    return Sampler(model, tokenizer, dynamic=DynamicScorer(model, tokenizer).gather_statistics(training))
+
+
 def sample(checkpoint, prime: str = "", length: int = 100, temperature: float | Sequence[float] = 1.0,
            top_k: int = 0, seed: int | None = None, num_samples: int = 1, oov: str | None = None,
-           top_p: float = 1.0, stop: Sequence[str] = (), stream: bool = False, best: bool = False):
+           top_p: float = 1.0, stop: Sequence[str] = (), stream: bool = False, best: bool = False,
+           dynamic: bool = False):
     """Load the run in ``checkpoint`` (its ``best/`` checkpoint with ``best``) and generate
     ``num_samples`` texts for each temperature (a list of them, temperature by temperature).
 
     ``stream=True`` returns a generator instead: for one temperature, lists of one new piece per
-    sample (the first holds the prime), as :meth:`Sampler.stream` makes them.
+    sample (the first holds the prime), as :meth:`Sampler.stream` makes them.  ``dynamic``: adapt
+    the model to the prime first (:meth:`charlm.use.dynamic.DynamicScorer.adapt`); the run folder
+    is not changed.
     """
     from charlm.run.checkpoint import load_model
 
@@ -346,8 +374,9 @@ def sample(checkpoint, prime: str = "", length: int = 100, temperature: float | 
         raise CharlmError("stream one temperature at a time")
     for t in temperatures:       # before the model is loaded: a bad value costs nothing
         check_options(length, t, top_k, top_p, num_samples, stop)
-    model, tokenizer, _ = load_model(checkpoint, best=best)
-    sampler = Sampler(model, tokenizer)
+    if dynamic and not prime:
+        raise CharlmError("sample --dynamic needs a prime to adapt to (--prime or --prime-file)")
+    sampler = run_sampler(*load_model(checkpoint, best=best), dynamic=dynamic, oov=oov)
     options = dict(prime=prime, length=length, top_k=top_k, seed=seed, num_samples=num_samples, oov=oov,
                    top_p=top_p, stop=stop)
     if stream:
