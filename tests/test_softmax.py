@@ -135,6 +135,33 @@ def test_a_model_with_an_adaptive_softmax_steps_as_it_unrolls():
     assert model.token_rank.trainable is False and "token_rank" not in [v.name for v in model.trainable_variables]
 
 
+def test_adaptive_sampling_draws_the_exact_distribution_in_token_order():
+    """The sampler picks over the adaptive layer's columns in rank order and maps them back to
+    tokens: the draws' frequencies, greedy and top-k are those of the token-order distribution."""
+    from charlm.data.vocab import Tokenizer, Vocabulary
+    from charlm.use.sampling import Sampler
+
+    config = ModelConfig(hidden=16, embedding_size=8, softmax="adaptive", softmax_cutoffs=[5, 12])
+    rng = np.random.default_rng(4)
+    model = CharLM(config, 30, token_rank=rng.permutation(30))
+    for var in model.softmax.variables.values():      # a spread-out, non-uniform distribution
+        if var.trainable:
+            var.assign(rng.normal(0, 1.5, var.shape))
+    vocab = Vocabulary("".join(chr(0x4E00 + i) for i in range(30)))
+    sampler = Sampler(model, Tokenizer.for_ids("char", vocab, np.arange(30)))
+    prime = vocab.chars[3]
+    logits, _ = sampler._read(vocab.encode(prime), 1)
+    want = np.exp(logits.numpy()[0].astype(np.float64))
+    want /= want.sum()
+    firsts = [text[1] for text in sampler.generate(prime=prime, length=1, seed=5, num_samples=20000)]
+    freq = np.bincount(vocab.encode("".join(firsts)), minlength=30) / len(firsts)
+    np.testing.assert_allclose(freq, want, atol=0.012)
+    greedy = sampler.generate(prime=prime, length=1, temperature=0, num_samples=2)
+    assert {t[1] for t in greedy} == {vocab.chars[int(np.argmax(want))]}
+    top3 = {t[1] for t in sampler.generate(prime=prime, length=1, top_k=3, seed=6, num_samples=600)}
+    assert top3 == {vocab.chars[i] for i in np.argsort(-want)[:3]}
+
+
 def test_auto_chooses_by_vocabulary_size_and_cutoffs_are_checked():
     small = softmax.resolve(ModelConfig(softmax="auto"), softmax.AUTO_TOKENS)
     large = softmax.resolve(ModelConfig(softmax="auto"), 5750)

@@ -159,12 +159,13 @@ class CharLM(tf.Module):
         table = (w_x if self.embedding is None else tf.matmul(self.embedding, w_x)) + bias
         return {"table": table, "layers": layers, "softmax": self.softmax.step_weights()}
 
-    def step(self, weights, tokens, state):
-        """One inference step for tokens ``[B]`` with :meth:`step_weights`: ``(logits [B, V], new_state)``."""
+    def step(self, weights, tokens, state, ranked=False):
+        """One inference step for tokens ``[B]`` with :meth:`step_weights`: ``(logits [B, V], new_state)``
+        (``ranked``: the logits' columns in the softmax's ``sampling_order``)."""
         new_state = []
         x = None
         for layer, (cell, (w_x, w_h, bias)) in enumerate(zip(self.cells, weights["layers"])):
             xw = tf.gather(weights["table"], tokens) if layer == 0 else tf.matmul(x, w_x) + bias
             x, layer_state = cell.step(xw, tf.matmul(state[layer][0], w_h), state[layer])
             new_state.append(layer_state)
-        return self.softmax.step_logits(weights["softmax"], x), new_state
+        return self.softmax.step_logits(weights["softmax"], x, ranked=ranked), new_state

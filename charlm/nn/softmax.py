@@ -22,7 +22,9 @@ Every layer gives:
   ``log_probs(h)`` the normalised log-probabilities; ``target_log_probs(h, targets)``.
 * ``step_weights(compute)``, ``step_logits(weights, h)`` and ``step_nats(weights, h, targets)``:
   the same for one step of sampling or the streamed scorer, with the weights prepared once
-  outside their loop.
+  outside their loop.  ``step_logits(weights, h, ranked=True)`` gives the columns in the order
+  ``sampling_order(weights)`` names (the token at each column; ``None``: token order), which the
+  sampler picks from without reordering every step.
 * ``initial_logits()``: the prediction of the zero state (whose top output is 0).
 
 The variables live on the model (:class:`charlm.nn.model.CharLM`) under the names of
@@ -147,8 +149,12 @@ class FullSoftmax:
         return {"out_w": out_w if compute is None else tf.cast(out_w, compute), "out_b": tf.identity(self.out_b)}
 
     @staticmethod
-    def step_logits(weights, h):
+    def step_logits(weights, h, ranked=False):
         return matmul(h, weights["out_w"]) + weights["out_b"]
+
+    @staticmethod
+    def sampling_order(weights):
+        return None
 
     def step_nats(self, weights, h, targets):
         """``-log p(targets)`` ``[N]`` of flat ``h`` ``[N, H]`` with :meth:`step_weights`."""
@@ -254,15 +260,23 @@ class AdaptiveSoftmax:
         head_w, head_b, tails = self._weights(compute)
         return {"head_w": head_w, "head_b": head_b, "tails": tails, "token_rank": tf.identity(self.token_rank)}
 
-    def step_logits(self, weights, h):
-        """Exact log-probabilities ``[N, V]`` of flat ``h`` ``[N, H]``, in token order."""
+    def step_logits(self, weights, h, ranked=False):
+        """Exact log-probabilities ``[N, V]`` of flat ``h`` ``[N, H]``, in token order (``ranked``:
+        in rank order, most frequent first, as the clusters hold them; reordering 6,000 columns
+        is an XLA gather that took most of a sampling step's output layer, 48 of 59 us)."""
         head = tf.nn.log_softmax(matmul(h, weights["head_w"]) + weights["head_b"])
         first = self.cutoffs[0]
         parts = [head[:, :first]]
         for k, (proj, w, b) in enumerate(weights["tails"]):
             tail = tf.nn.log_softmax(matmul(matmul(h, proj), w) + b)
             parts.append(head[:, first + k:first + k + 1] + tail)
-        return tf.gather(tf.concat(parts, axis=1), weights["token_rank"], axis=1)
+        ranks = tf.concat(parts, axis=1)
+        return ranks if ranked else tf.gather(ranks, weights["token_rank"], axis=1)
+
+    @staticmethod
+    def sampling_order(weights):
+        """The token id of each column of ``step_logits(ranked=True)``: ``[V]``."""
+        return tf.math.invert_permutation(weights["token_rank"])
 
     def step_nats(self, weights, h, targets):
         """``-log p(targets)`` ``[N]`` of flat ``h`` ``[N, H]``, without assembling the whole

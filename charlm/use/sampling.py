@@ -232,6 +232,13 @@ def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mas
     weights = model.step_weights() if weights is None else weights
     out = tf.TensorArray(tf.int32, size=capacity or steps)
     minus_inf = tf.constant(-np.inf, logits.dtype)
+    # the picks run over the logits in the softmax's own column order (an adaptive softmax's:
+    # by rank), the masks reordered once here; a picked column is mapped to its token
+    order = model.softmax.sampling_order(weights["softmax"])
+    if order is not None:
+        logits, first_mask = tf.gather(logits, order, axis=-1), tf.gather(first_mask, order)
+        if grammar is not None:
+            grammar = (tf.gather(grammar[0], order, axis=-1), tf.gather(grammar[1], order, axis=-1), grammar[2])
 
     def body(i, logits, state, out, *automaton):
         allowed = tf.logical_or(start + i > 0, first_mask)[None, :]
@@ -239,11 +246,12 @@ def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mas
             at, count = automaton
             allowed = tf.logical_and(allowed, tf.gather(grammar[0], at) >= 0)
         logits = tf.where(allowed, logits, minus_inf)
-        token = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(start + i, tf.int64)]), top_p)
+        column = pick(logits, temperature, top_k, tf.stack([seed, tf.cast(start + i, tf.int64)]), top_p)
         if grammar is not None:
-            index = tf.stack([at, token], axis=1)
+            index = tf.stack([at, column], axis=1)
             automaton = (tf.gather_nd(grammar[0], index), count + tf.gather_nd(grammar[1], index))
-        logits, state = model.step(weights, token, state)
+        token = column if order is None else tf.gather(order, column)
+        logits, state = model.step(weights, token, state, ranked=order is not None)
         return (i + 1, logits, state, out.write(i, token), *automaton)
 
     def more(i, *rest):
@@ -255,6 +263,8 @@ def sample_loop(model, logits, state, steps, temperature, top_k, seed, first_mas
     if grammar is not None:
         start_vars += (tf.cast(grammar[2], tf.int32), tf.zeros_like(grammar[2], tf.int32))
     _, logits, state, out, *_ = tf.while_loop(more, body, start_vars)
+    if order is not None:           # back to token order
+        logits = tf.gather(logits, weights["softmax"]["token_rank"], axis=-1)
     return out.stack(), logits, state
 
 
