@@ -109,7 +109,8 @@ def _corpus_options(fn):
                    "pairs first (default 16384).")
 @click.option("--hidden", type=POSITIVE, default=None, help="LSTM units per layer.")
 @click.option("--layers", type=POSITIVE, default=None, help="Stacked LSTM layers.")
-@click.option("--embedding-size", type=NON_NEGATIVE, default=None, help="Input embedding width (0: one-hot).")
+@click.option("--embedding-size", type=NON_NEGATIVE, default=None,
+              help="Input embedding width (0: one-hot; --preset fast: 64, or 256 over an adaptive softmax).")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout on non-recurrent connections, in [0, 1).")
 @click.option("--weight-drop", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,

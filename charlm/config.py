@@ -39,7 +39,8 @@ class ModelConfig:
     kind: str = "char"            # "char" or "bigram" (see charlm.data.vocab)
     hidden: int = 64              # LSTM units per layer; 0: chosen with the softmax (charlm.nn.softmax.WIDTH)
     layers: int = 1
-    embedding_size: int = 0       # 0: one-hot input (the notebook's char model)
+    embedding_size: int = 0       # 0: one-hot input (the notebook's char model); -1: chosen with
+                                  # the softmax (charlm.nn.softmax.EMBEDDING)
     dropout: float = 0.0          # on non-recurrent connections only (Zaremba et al. 2014)
     dropout_mask: str = "step"    # a new mask each time step, or one per sequence ("sequence")
     weight_drop: float = 0.0      # DropConnect on the recurrent kernels, one mask per batch (AWD-LSTM)
@@ -58,9 +59,9 @@ class ModelConfig:
         _check(self.kind in ("char", "bigram"), f"--model must be char or bigram, not {self.kind!r}")
         _check(self.hidden >= 0, f"--hidden must be at least 1, or 0 to choose it from the vocabulary (got {self.hidden})")
         _check(self.layers >= 1, f"--layers must be at least 1 (got {self.layers})")
-        _check(self.embedding_size >= 0,
+        _check(self.embedding_size >= -1,
                f"--embedding-size must be 0 (one-hot) or positive (got {self.embedding_size})")
-        _check(self.kind == "char" or self.embedding_size > 0,
+        _check(self.kind == "char" or self.embedding_size != 0,
                "bigram models read an embedding: give --embedding-size > 0")
         _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1) (got {self.dropout})")
         _check(0.0 <= self.weight_drop < 1.0, f"--weight-drop must be in [0, 1) (got {self.weight_drop})")
@@ -155,7 +156,7 @@ PRESETS: dict[str, dict] = {
                   decay_rate=0.5, decay_steps=2000, staircase=True, clip=5.0, valid_size=10000),
     # The best held-out loss for a time budget on any text (charlm's choice, measured in
     # benchmarks/README.md "Quality per time"): the learning rate is laid over --time-limit.
-    "fast": dict(kind="char", hidden=0, layers=1, embedding_size=64, dropout=0.0, dropout_mask="sequence",
+    "fast": dict(kind="char", hidden=0, layers=1, embedding_size=-1, dropout=0.0, dropout_mask="sequence",
                  auto_dropout=True, init="orthogonal",
                  softmax="auto",
                  batch_size=64, unrollings=50, steps=1_000_000, optimizer="adam", learning_rate=0.008,

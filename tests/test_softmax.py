@@ -181,6 +181,11 @@ def test_auto_chooses_by_vocabulary_size_and_cutoffs_are_checked():
     widths = [softmax.resolve(build_configs("fast")[0], n).hidden for n in (27, 729, 5750)]
     assert widths == [softmax.WIDTH["full"], softmax.WIDTH["full"], softmax.WIDTH["adaptive"]] == [512, 512, 384]
     assert softmax.resolve(build_configs("fast", hidden=256)[0], 5750).hidden == 256
+    # and so does its embedding; an embedding given stays, and no other preset's changes
+    sizes = [softmax.resolve(build_configs("fast")[0], n).embedding_size for n in (27, 5750)]
+    assert sizes == [softmax.EMBEDDING["full"], softmax.EMBEDDING["adaptive"]] == [64, 256]
+    assert softmax.resolve(build_configs("fast", embedding_size=32)[0], 5750).embedding_size == 32
+    assert softmax.resolve(build_configs("small")[0], 5750).embedding_size == 64
     # a config.json written before the field existed is a full softmax
     old = {k: v for k, v in ModelConfig().__dict__.items() if not k.startswith("softmax")}
     assert ModelConfig(**old).validate().softmax == "full"

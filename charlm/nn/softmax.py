@@ -49,6 +49,11 @@ HEAD_MIN, HEAD_MAX = 256, 2000
 # 384 units made 1.5x the steps of 512 and scored lower on Chinese, held out of the same source and
 # of another (benchmarks/README.md, "Large alphabets at equal time")
 WIDTH = {"full": 512, "adaptive": 384}
+# embedding size -1 (`--preset fast`): the embedding for the softmax the vocabulary gets.  Over
+# thousands of tokens a 64-wide embedding is a bottleneck: on Chinese at equal time 128 scored
+# 0.08 nats/char lower and 256 0.10, for 6% and 25% more time a step (benchmarks/README.md,
+# "Large alphabets at equal time")
+EMBEDDING = {"full": 64, "adaptive": 256}
 # each tail's projection is this many times narrower than the one before it (Grave et al.: 4)
 NARROWING = 4
 
@@ -299,7 +304,8 @@ def resolve(config, num_tokens: int):
     """``config`` (a ModelConfig) with its softmax decided for ``num_tokens`` tokens: "auto" made
     full or adaptive (adaptive above ``AUTO_TOKENS``), an adaptive layer's empty cutoffs filled in
     (:func:`default_cutoffs`) and given ones checked against the vocabulary; ``hidden`` 0 (the
-    ``fast`` preset's) made the width for that softmax (:data:`WIDTH`)."""
+    ``fast`` preset's) made the width for that softmax (:data:`WIDTH`), and an embedding size of
+    -1 (also ``fast``'s) its embedding (:data:`EMBEDDING`)."""
     from charlm.errors import CharlmError
 
     if config.softmax == "auto":
@@ -316,4 +322,6 @@ def resolve(config, num_tokens: int):
             raise CharlmError(why)
     if not config.hidden:
         config.hidden = WIDTH[config.softmax]
+    if config.embedding_size < 0:
+        config.embedding_size = EMBEDDING[config.softmax]
     return config
