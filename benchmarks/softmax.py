@@ -13,6 +13,9 @@ Each part prints markdown rows (and one JSON line per figure on stdout):
 * ``floor``: fortunes-zh's full and adaptive steps beside a 100-token model's (where the time goes).
 * ``xla``: an XLA-compiled adaptive step (charlm's choice for small models) against the same step
   without XLA.
+* ``embedding``: the step time of ``--preset fast`` over a large alphabet (384 units, adaptive
+  softmax) at several embedding sizes (``--embeddings``), interleaved, on the first 90% of
+  ``--text`` (default: fortunes-zh): what sets the step counts of equal-time runs.
 
     python benchmarks/softmax.py steps quality sample eval
 """
@@ -268,7 +271,21 @@ def part_xla(args):
         print(f"| {label} | {' / '.join(f'{x * 1000:.1f}' for x in t)} |", flush=True)
 
 
-PARTS = {"steps": part_steps, "floor": part_floor, "cutoffs": part_cutoffs, "quality": part_quality, "sample": part_sample,
+def part_embedding(args):
+    text = Path(args.text).read_text(encoding="utf-8") if args.text else fortunes_text()
+    train_text, _ = split(text)
+    trainers = {size: trainer_for(train_text, "adaptive", hidden=384, embedding_size=size) for size in args.embeddings}
+    times = time_blocks(trainers, args.steps, args.repeat)
+    print("| 384 units, adaptive softmax, 64 x 50 | ms/step (interleaved repeats) | median | against 64 |")
+    print("|---|---|---|---|")
+    base = float(np.median(times[args.embeddings[0]]))
+    for size, t in times.items():
+        emit({"part": "embedding", "embedding_size": size, "step_seconds": t})
+        print(f"| embedding {size} | {' / '.join(f'{x * 1000:.0f}' for x in t)} | {float(np.median(t)) * 1000:.0f} "
+              f"| {float(np.median(t)) / base:.2f}x |", flush=True)
+
+
+PARTS = {"steps": part_steps, "embedding": part_embedding, "floor": part_floor, "cutoffs": part_cutoffs, "quality": part_quality, "sample": part_sample,
          "eval": part_eval, "xla": part_xla}
 
 
@@ -287,6 +304,8 @@ def main():
                         help="cutoffs: the adaptive layouts to try")
     parser.add_argument("--length", type=int, default=4000, help="sample: characters per timed sample")
     parser.add_argument("--eval-chars", type=int, default=200_000, help="eval: characters of the scored text")
+    parser.add_argument("--embeddings", type=ints, default=[64, 128, 256], help="embedding: sizes (the first is the base)")
+    parser.add_argument("--text", help="embedding: the text (default: fortunes-zh)")
     args = parser.parse_args()
     import_tensorflow_quietly()
     for part in args.parts:
