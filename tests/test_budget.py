@@ -1,8 +1,6 @@
 """Training laid over a budget: the spread validation split, the budget schedule, the time limit."""
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,15 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charlm.errors import CharlmError
-from conftest import ROOT, make_text
+from conftest import make_text, run_cli as cli
 
-CLI = [sys.executable, str(ROOT / "cli.py")]
 TINY = ["--hidden", "16", "--batch-size", "8", "--unrollings", "8", "--embedding-size", "8",
         "--learning-rate", "0.01", "--sample-every", "0", "--valid-size", "2000", "--checkpoint-every", "0"]
-
-
-def cli(*args, timeout=300):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def metrics(run_dir):

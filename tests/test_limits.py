@@ -10,16 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, make_text
+from conftest import ROOT, make_text, run_cli as cli
 
-CLI = [sys.executable, str(ROOT / "cli.py")]
+CLI = [sys.executable, str(ROOT / "cli.py")]     # the commands whose test is about the process
 TINY = ["--hidden", "16", "--batch-size", "8", "--unrollings", "8", "--optimizer", "adam",
         "--learning-rate", "0.01", "--log-every", "10", "--sample-every", "0", "--valid-size", "200"]
-
-
-def cli(*args, timeout=300, **kwargs):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          **kwargs)
 
 
 def assert_clean_error(proc, *words):
@@ -391,7 +386,7 @@ def test_failing_metrics_and_tensorboard_writes_warn_once(char_corpus, tmp_path)
     training finishes, says so once for each, and metrics.jsonl holds whole lines only."""
     run = tmp_path / "run"
     # prepared beforehand: the corpus's own cache would outgrow the limit too
-    assert subprocess.run([*CLI, "prepare", str(char_corpus)], capture_output=True, cwd=ROOT).returncode == 0
+    assert cli("prepare", char_corpus).returncode == 0
     proc = subprocess.run([*CLI, "train", "--corpus", str(char_corpus), "--checkpoint-dir", str(run),
                            "--hidden", "4", "--batch-size", "8", "--unrollings", "8", "--steps", "100",
                            "--log-every", "1", "--sample-every", "0", "--valid-size", "0",

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, make_text
+from conftest import ROOT, make_text, run_cli as cli
 
-CLI = [sys.executable, str(ROOT / "cli.py")]
+CLI = [sys.executable, str(ROOT / "cli.py")]     # the commands whose test is about the process
 TINY = ["--hidden", "16", "--batch-size", "8", "--unrollings", "8", "--optimizer", "adam",
         "--learning-rate", "0.01", "--log-every", "25", "--sample-every", "0", "--valid-size", "200",
         "--checkpoint-every", "50"]
 
 
-def cli(*args, timeout=300):
+def cli_process(*args, timeout=300):
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -108,8 +108,9 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(corpus, tmp_path):
 def test_diverging_run_with_huge_perplexities_reports_them(corpus, tmp_path):
     """Adam at rate 10 blows the loss up to finite but huge values: perplexity overflows to inf."""
     run = tmp_path / "run"
-    proc = cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 100, *TINY[:6],
-               "--optimizer", "adam", "--learning-rate", "10", "--log-every", "50", "--sample-every", "0")
+    # a process of its own: a warning (Python's or TensorFlow's log) reaches its stderr
+    proc = cli_process("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 100, *TINY[:6],
+                       "--optimizer", "adam", "--learning-rate", "10", "--log-every", "50", "--sample-every", "0")
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr[-2000:]
     if proc.returncode == 0:       # finished: every record was logged, infinite perplexity included
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
