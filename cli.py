@@ -291,12 +291,13 @@ def sample(checkpoint, best, length, prime, prime_file, temperature, top_k, top_
             if len(temperatures) > 1:
                 click.echo(f"temperature {t:g}", err=True)
             # the first sample is written as it comes; the others (made beside it) follow it
-            rest = [""] * (num_samples - 1)
+            # (kept from the first pieces on: the stream checks --num-samples before it yields)
+            rest = None
             out.write("\n" if n else "")       # a blank line between samples, as below
             for pieces in sampler.stream(prime or "", length, t, top_k, seed, num_samples, oov, top_p, stop):
                 out.write(pieces[0])
                 out.flush()
-                rest = [r + p for r, p in zip(rest, pieces[1:])]
+                rest = pieces[1:] if rest is None else [r + p for r, p in zip(rest, pieces[1:])]
             out.write("\n" + "".join(f"\n{text}\n" for text in rest))
             out.flush()
     except BrokenPipeError:         # the reader has gone (`| head`): stop quietly

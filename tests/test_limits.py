@@ -234,6 +234,9 @@ def test_sampling_sizes_end_in_one_line(cjk_run):
         sample(cjk_run, length=10**12)
     with pytest.raises(CharlmError, match="--num-samples"):
         sample(cjk_run, length=5, num_samples=10**9)
+    # the command too: the line comes before any text is kept for the samples
+    assert_clean_error(cli("sample", "--checkpoint", cjk_run, "--length", 5, "--num-samples", 10**9),
+                       "--num-samples")
 
 
 SIZES = st.one_of(st.integers(1, 6), st.integers(10**4, 10**7), st.integers(10**7, 10**40))
