@@ -262,9 +262,10 @@ def test_command_line_exit_leaves_every_file_complete(tmp_path, corpus_file):
     """cli.py skips TensorFlow's interpreter teardown (os._exit) once a command is done: the
     checkpoint, the TensorBoard events and stdout must all be complete by then, and exit codes kept."""
     run = tmp_path / "run"
+    # (a 25-token window: no XLA compile of the training block, which this test is not about)
     proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--corpus", str(corpus_file),
                            "--checkpoint-dir", str(run), "--steps", "12", "--batch-size", "8",
-                           "--sample-every", "0", "--log-every", "12", "--hidden", "16"],
+                           "--sample-every", "0", "--log-every", "12", "--hidden", "16", "--unrollings", "25"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 12
