@@ -17,6 +17,20 @@ if "CHARLM_PREPARED_DIR" not in os.environ:
 
     os.environ["CHARLM_PREPARED_DIR"] = tempfile.mkdtemp(prefix="charlm-prepared-")
     atexit.register(shutil.rmtree, os.environ["CHARLM_PREPARED_DIR"], True)
+
+
+def pytest_configure(config):
+    """In a process that runs tests (an xdist worker, or the only one with -n 0), TensorFlow gets
+    one thread per op, as a `charlm train` process of the suite's small models sets it
+    (charlm.runtime.auto_threads): commands run in-process (run_cli, CliRunner) can no longer
+    change it once TensorFlow has run an op, and two threads per op on two busy cores slow them."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
+        from charlm.runtime import import_tensorflow_quietly, set_threads
+
+        import_tensorflow_quietly()
+        set_threads(1)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
