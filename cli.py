@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-STARTED = time.perf_counter()     # a --time-limit counts the whole command, start-up included
+STARTED = time.perf_counter()     # the process's start-up: where its command's --time-limit begins
 
 import click  # noqa: E402
 
@@ -52,8 +52,17 @@ def user_errors(fn):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="charlm", message="%(prog)s %(version)s")
-def main():
+@click.pass_context
+def main(ctx):
     """charlm: character- and bigram-level LSTM language models (ud730 assignment 6)."""
+    # run() (the command as a process) hands over the process's start; a caller in a longer-lived
+    # process (CliRunner, a script calling main) gets each command counted from its own start
+    ctx.ensure_object(dict).setdefault("started", time.perf_counter())
+
+
+def _started() -> float:
+    """When this command began (a ``time.perf_counter()``), for its --time-limit."""
+    return click.get_current_context().find_root().obj["started"]
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -186,7 +195,7 @@ def train(corpus, preset, kind, checkpoint_dir, resume, init_from, **options):
     from charlm.training.trainer import train as run
 
     result = run(corpus=_corpus(corpus), checkpoint_dir=checkpoint_dir, resume=resume, preset=preset,
-                 kind=kind, started=STARTED, init_from=init_from, **options)
+                 kind=kind, started=_started(), init_from=init_from, **options)
     summary = {"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
                "seconds": round(result.seconds, 2), "loss": result.last_loss,
                "valid_perplexity": result.valid_perplexity}
@@ -288,12 +297,13 @@ def sample(checkpoint, best, length, prime, prime_file, temperature, top_k, top_
             if len(temperatures) > 1:
                 click.echo(f"temperature {t:g}", err=True)
             # the first sample is written as it comes; the others (made beside it) follow it
-            rest = [""] * (num_samples - 1)
+            # (kept from the first pieces on: the stream checks --num-samples before it yields)
+            rest = None
             out.write("\n" if n else "")       # a blank line between samples, as below
             for pieces in sampler.stream(prime or "", length, t, top_k, seed, num_samples, oov, top_p, stop):
                 out.write(pieces[0])
                 out.flush()
-                rest = [r + p for r, p in zip(rest, pieces[1:])]
+                rest = pieces[1:] if rest is None else [r + p for r, p in zip(rest, pieces[1:])]
             out.write("\n" + "".join(f"\n{text}\n" for text in rest))
             out.flush()
     except BrokenPipeError:         # the reader has gone (`| head`): stop quietly
@@ -468,7 +478,7 @@ def mirror_train(corpus, checkpoint_dir, resume, **options):
     _quiet_tensorflow()
     from charlm.mirror.trainer import train as run
 
-    result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, started=STARTED, **options)
+    result = run(corpus=corpus, checkpoint_dir=checkpoint_dir, resume=resume, started=_started(), **options)
     click.echo(json.dumps({"run": str(result.run_dir), "step": result.step, "stopped": result.stopped,
                            "seconds": round(result.seconds, 2), "loss": result.loss,
                            "token_accuracy": result.token_accuracy}))
@@ -546,7 +556,7 @@ def run():
     writer is closed, exports are complete), so only the standard streams need flushing.
     """
     try:
-        main()
+        main(obj={"started": STARTED})      # a --time-limit counts the process's start-up too
         code = 0
     except SystemExit as e:
         code = e.code

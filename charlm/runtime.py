@@ -101,3 +101,13 @@ def set_threads(threads: int, concurrent: int = 1) -> bool:
         return True
     except RuntimeError:          # TensorFlow already initialised in this process
         return False
+
+
+def threads_kept_note(asked: int) -> str:
+    """The line for a --threads that came too late: TensorFlow already ran ops in this process
+    (charlm called in-process after other TensorFlow work), so it keeps the count it has."""
+    import tensorflow as tf
+
+    kept = tf.config.threading.get_intra_op_parallelism_threads()
+    return (f"--threads {asked}: TensorFlow already runs in this process and keeps "
+            f"{kept or 'all'} thread(s) per op (a new process takes --threads)")

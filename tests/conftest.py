@@ -1,5 +1,6 @@
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,9 +17,43 @@ if "CHARLM_PREPARED_DIR" not in os.environ:
 
     os.environ["CHARLM_PREPARED_DIR"] = tempfile.mkdtemp(prefix="charlm-prepared-")
     atexit.register(shutil.rmtree, os.environ["CHARLM_PREPARED_DIR"], True)
+
+
+def pytest_configure(config):
+    """In a process that runs tests (an xdist worker, or the only one with -n 0), TensorFlow gets
+    one thread per op, as a `charlm train` process of the suite's small models sets it
+    (charlm.runtime.auto_threads): commands run in-process (run_cli, CliRunner) can no longer
+    change it once TensorFlow has run an op, and two threads per op on two busy cores slow them."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
+        from charlm.runtime import import_tensorflow_quietly, set_threads
+
+        import_tensorflow_quietly()
+        set_threads(1)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+
+def run_cli(*args, input=None, env=None) -> subprocess.CompletedProcess:
+    """A cli.py command run in this process with click's CliRunner, answered as ``subprocess.run``
+    answers: ``returncode``, ``stdout`` and ``stderr`` apart.  No TensorFlow start-up per command.
+
+    An exception the command does not turn into its exit (``Error:`` line, status 1; usage: 2)
+    is raised here (``catch_exceptions=False``): a traceback fails the test.  ``env`` holds only
+    the variables to change (None: unset) while the command runs.  Commands whose test is about a
+    process (signals, two writers, rlimits, start-up, TensorFlow's v1 mode) keep ``subprocess``.
+    """
+    from click.testing import CliRunner
+
+    from cli import main
+
+    argv = [str(a) for a in args]
+    result = CliRunner().invoke(main, argv, input=input, env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(["cli.py", *argv], result.exit_code, result.stdout, result.stderr)
+
 
 WORDS = ("the of and to in a is that for it as was with be by on not he i this are or his from at "
          "which but have an they you were her she there one all we their been has when who will more "

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from conftest import ROOT, make_text
+from conftest import ROOT, make_text, run_cli
 
 SMALL = ["--hidden", "48", "--batch-size", "16", "--unrollings", "16", "--steps", "150",
          "--optimizer", "adam", "--learning-rate", "0.01", "--seed", "1", "--log-every", "50",
@@ -131,12 +131,78 @@ def test_errors_are_one_line_without_traceback(tmp_path, char_run):
         (["eval", "--checkpoint", tmp_path], "not a charlm run"),
     ]
     for args, words in cases:
-        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)],
-                              capture_output=True, text=True, timeout=120)
+        proc = run_cli(*args)       # an exception no command turns into its Error: line raises here
         assert proc.returncode != 0, args
         assert "Traceback" not in proc.stderr, proc.stderr
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("Error:") and words in last, (args, proc.stderr)
+
+
+def test_each_command_in_a_process_counts_its_time_limit_from_its_own_start(corpus_file, tmp_path,
+                                                                            monkeypatch):
+    """cli.STARTED (the import of cli.py) is where a command run as a process begins, start-up
+    included; a command run in a process that lives on (CliRunner here, a script calling main)
+    counts from its own start, however long ago cli.py was imported."""
+    import cli
+
+    monkeypatch.setattr(cli, "STARTED", cli.STARTED - 10**6)      # imported "days" ago
+    for name in ("first", "second"):
+        proc = run_cli("train", "--corpus", corpus_file, "--checkpoint-dir", tmp_path / name, "--steps", 12,
+                       "--hidden", 16, "--batch-size", 8, "--unrollings", 25, "--sample-every", 0,
+                       "--log-every", 12, "--valid-size", 500, "--time-limit", 600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["stopped"] == "finished" and summary["step"] == 12, summary
+    # what train is handed: this invocation's start, or the start run() hands over (cli.STARTED)
+    seen = []
+
+    def fake_train(**kwargs):
+        seen.append(kwargs["started"])
+        raise SystemExit(0)
+    monkeypatch.setattr("charlm.training.trainer.train", fake_train)
+    before = __import__("time").perf_counter()
+    assert run_cli("train", "--time-limit", 5).returncode == 0
+    assert before <= seen[-1] <= __import__("time").perf_counter()
+    assert CliRunner().invoke(main, ["train", "--time-limit", 5], obj={"started": cli.STARTED}).exit_code == 0
+    assert seen[-1] == cli.STARTED
+    # and run(), the command as a process, hands over cli.py's import time (no TensorFlow needed here)
+    code = ("import sys, types, time\n"
+            "def fake(**kwargs):\n    print(kwargs['started'] == cli.STARTED); raise SystemExit(0)\n"
+            "sys.modules['charlm.training.trainer'] = types.SimpleNamespace(train=fake)\n"
+            "import cli\ncli._quiet_tensorflow = lambda: None\n"
+            "sys.argv = ['cli.py', 'train', '--time-limit', '5']\ncli.run()")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+
+
+def test_threads_that_come_too_late_are_said_and_training_goes_on(corpus_file, tmp_path):
+    """TensorFlow fixes its threads when it runs its first op: in a process that already ran one,
+    an explicit --threads can no longer change them; it says so in a line and trains.  (A new
+    process sets them as asked.)"""
+    import tensorflow as tf
+
+    from charlm.runtime import set_threads
+
+    tf.constant(1.0) + 1.0                                   # TensorFlow has run an op here
+    kept = tf.config.threading.get_intra_op_parallelism_threads()
+    asked = kept + 1
+    assert set_threads(asked) is False and tf.config.threading.get_intra_op_parallelism_threads() == kept
+    proc = run_cli("train", "--corpus", corpus_file, "--checkpoint-dir", tmp_path / "run", "--steps", 5,
+                   "--hidden", 16, "--batch-size", 8, "--unrollings", 25, "--sample-every", 0,
+                   "--log-every", 5, "--valid-size", 500, "--threads", asked)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 5
+    notes = [line for line in proc.stderr.splitlines() if line.startswith(f"--threads {asked}:")]
+    assert notes == [f"--threads {asked}: TensorFlow already runs in this process and keeps "
+                     f"{kept or 'all'} thread(s) per op (a new process takes --threads)"], proc.stderr
+    assert run_cli("train", "--corpus", corpus_file, "--checkpoint-dir", tmp_path / "auto", "--steps", 5,
+                   "--hidden", 16, "--batch-size", 8, "--unrollings", 25, "--sample-every", 0,
+                   "--log-every", 5, "--valid-size", 500).stderr.count("--threads") == 0   # automatic: quiet
+    code = ("from charlm.runtime import import_tensorflow_quietly, set_threads\n"
+            "tf = import_tensorflow_quietly()\n"
+            "print(set_threads(3), tf.config.threading.get_intra_op_parallelism_threads())")
+    fresh = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert fresh.stdout.split() == ["True", "3"], fresh.stderr[-2000:]
 
 
 def test_bad_options_are_usage_errors():
@@ -196,9 +262,10 @@ def test_command_line_exit_leaves_every_file_complete(tmp_path, corpus_file):
     """cli.py skips TensorFlow's interpreter teardown (os._exit) once a command is done: the
     checkpoint, the TensorBoard events and stdout must all be complete by then, and exit codes kept."""
     run = tmp_path / "run"
+    # (a 25-token window: no XLA compile of the training block, which this test is not about)
     proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--corpus", str(corpus_file),
                            "--checkpoint-dir", str(run), "--steps", "12", "--batch-size", "8",
-                           "--sample-every", "0", "--log-every", "12", "--hidden", "16"],
+                           "--sample-every", "0", "--log-every", "12", "--hidden", "16", "--unrollings", "25"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 12

@@ -10,16 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, make_text
+from conftest import ROOT, make_text, run_cli as cli
 
-CLI = [sys.executable, str(ROOT / "cli.py")]
+CLI = [sys.executable, str(ROOT / "cli.py")]     # the commands whose test is about the process
 TINY = ["--hidden", "16", "--batch-size", "8", "--unrollings", "8", "--optimizer", "adam",
         "--learning-rate", "0.01", "--log-every", "10", "--sample-every", "0", "--valid-size", "200"]
-
-
-def cli(*args, timeout=300, **kwargs):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          **kwargs)
 
 
 def assert_clean_error(proc, *words):
@@ -116,9 +111,10 @@ def cjk_run(tmp_path_factory):
     run = root / "run"
     # every pair of the training text's cut a token, no byte tokens: the sparse layout at its largest
     # (the default vocabulary of such a text: tests/test_byte_fallback.py)
+    # (a 25-token window: no XLA compile of the training block, which these tests are not about)
     proc = cli("train", "--corpus", root / "train.txt", "--checkpoint-dir", run, "--model", "bigram",
                "--embedding-size", "8", "--steps", "40", "--byte-fallback", "off", "--min-pair-count", "1",
-               *TINY)
+               *TINY, "--unrollings", "25")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -239,6 +235,9 @@ def test_sampling_sizes_end_in_one_line(cjk_run):
         sample(cjk_run, length=10**12)
     with pytest.raises(CharlmError, match="--num-samples"):
         sample(cjk_run, length=5, num_samples=10**9)
+    # the command too: the line comes before any text is kept for the samples
+    assert_clean_error(cli("sample", "--checkpoint", cjk_run, "--length", 5, "--num-samples", 10**9),
+                       "--num-samples")
 
 
 SIZES = st.one_of(st.integers(1, 6), st.integers(10**4, 10**7), st.integers(10**7, 10**40))
@@ -331,10 +330,11 @@ def file_size_limit(limit):
 
 @pytest.fixture(scope="module")
 def saved_twice(char_corpus, tmp_path_factory):
-    """A run with checkpoints at steps 10 and 20 (Adam, 64 units: ~100 KB each)."""
+    """A run with checkpoints at steps 10 and 20 (Adam, 64 units: ~100 KB each; a 25-character
+    window: no XLA compile of the training block, here or in the resumed run)."""
     first = tmp_path_factory.mktemp("saved") / "first"
     proc = cli("train", "--corpus", char_corpus, "--checkpoint-dir", first, "--steps", 20, "--hidden", "64",
-               "--batch-size", "8", "--unrollings", "8", "--optimizer", "adam", "--learning-rate", "0.01",
+               "--batch-size", "8", "--unrollings", "25", "--optimizer", "adam", "--learning-rate", "0.01",
                "--log-every", "10", "--sample-every", "0", "--valid-size", "200", "--checkpoint-every", "10")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return first
@@ -388,12 +388,13 @@ def test_full_disk_during_checkpoint_save(saved_twice, tmp_path, how):
 
 def test_failing_metrics_and_tensorboard_writes_warn_once(char_corpus, tmp_path):
     """Files of at most 12 KB: metrics.jsonl and the event file outgrow it, the checkpoint does not;
-    training finishes, says so once for each, and metrics.jsonl holds whole lines only."""
+    training finishes, says so once for each, and metrics.jsonl holds whole lines only.  (A
+    25-character window: no XLA compile of the training block, which this test is not about.)"""
     run = tmp_path / "run"
     # prepared beforehand: the corpus's own cache would outgrow the limit too
-    assert subprocess.run([*CLI, "prepare", str(char_corpus)], capture_output=True, cwd=ROOT).returncode == 0
+    assert cli("prepare", char_corpus).returncode == 0
     proc = subprocess.run([*CLI, "train", "--corpus", str(char_corpus), "--checkpoint-dir", str(run),
-                           "--hidden", "4", "--batch-size", "8", "--unrollings", "8", "--steps", "100",
+                           "--hidden", "4", "--batch-size", "8", "--unrollings", "25", "--steps", "100",
                            "--log-every", "1", "--sample-every", "0", "--valid-size", "0",
                            "--checkpoint-every", "50"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT, preexec_fn=file_size_limit(12000))

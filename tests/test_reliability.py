@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, make_text
+from conftest import ROOT, make_text, run_cli as cli
 
-CLI = [sys.executable, str(ROOT / "cli.py")]
+CLI = [sys.executable, str(ROOT / "cli.py")]     # the commands whose test is about the process
 TINY = ["--hidden", "16", "--batch-size", "8", "--unrollings", "8", "--optimizer", "adam",
         "--learning-rate", "0.01", "--log-every", "25", "--sample-every", "0", "--valid-size", "200",
         "--checkpoint-every", "50"]
 
 
-def cli(*args, timeout=300):
+def cli_process(*args, timeout=300):
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -95,7 +95,8 @@ def test_interrupt_saves_and_resumes(corpus, tmp_path, sig):
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(corpus, tmp_path):
     run = tmp_path / "run"
-    proc = cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 200, *TINY[:6],
+    # (a 25-token window: no XLA compile of the training block, which this test is not about)
+    proc = cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 200, *TINY[:6], "--unrollings", 25,
                "--optimizer", "sgd", "--learning-rate", "1e38", "--clip", "0", "--sample-every", "0",
                "--checkpoint-every", "1", "--log-every", "1", "--init", "uniform")
     assert_clean_error(proc, "non-finite")
@@ -108,8 +109,9 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(corpus, tmp_path):
 def test_diverging_run_with_huge_perplexities_reports_them(corpus, tmp_path):
     """Adam at rate 10 blows the loss up to finite but huge values: perplexity overflows to inf."""
     run = tmp_path / "run"
-    proc = cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 100, *TINY[:6],
-               "--optimizer", "adam", "--learning-rate", "10", "--log-every", "50", "--sample-every", "0")
+    # a process of its own: a warning (Python's or TensorFlow's log) reaches its stderr
+    proc = cli_process("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 100, *TINY[:6],
+                       "--optimizer", "adam", "--learning-rate", "10", "--log-every", "50", "--sample-every", "0")
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr[-2000:]
     if proc.returncode == 0:       # finished: every record was logged, infinite perplexity included
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -121,7 +123,9 @@ def test_diverging_run_with_huge_perplexities_reports_them(corpus, tmp_path):
 @pytest.mark.slow
 def test_corrupt_and_missing_checkpoints(corpus, tmp_path):
     run = tmp_path / "run"
-    assert cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 20, *TINY).returncode == 0
+    # (a 25-token window: no XLA compile of the training block, which this test is not about)
+    assert cli("train", "--corpus", corpus, "--checkpoint-dir", run, "--steps", 20, *TINY,
+               "--unrollings", 25).returncode == 0
     for data in (run / "ckpt").glob("ckpt-*.data-*"):
         data.write_bytes(data.read_bytes()[:100])          # truncated weights
     assert_clean_error(cli("sample", "--checkpoint", run, "--length", 10), "corrupt")

@@ -578,7 +578,7 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
     that run's weights (:mod:`charlm.training.finetune`).
     """
     from charlm.training.distribute import setup as setup_distribution
-    from charlm.runtime import auto_threads, set_threads
+    from charlm.runtime import auto_threads, set_threads, threads_kept_note
 
     started = time.perf_counter() if started is None else started
     origin = None
@@ -592,7 +592,11 @@ def train(corpus: str | None = None, checkpoint_dir=None, resume: bool = False, 
         raise CharlmError("--keep-best keeps the checkpoint of the lowest validation loss: it needs "
                           "--valid-size > 0")
     # threads and devices are fixed before TensorFlow runs its first op
-    set_threads(auto_threads(model_cfg.hidden or 512) if threads is None else threads, replicas or 1)
+    # (too late in a process that already ran TensorFlow: the automatic count quietly stays as it
+    # is there, an explicit --threads says so)
+    if not set_threads(auto_threads(model_cfg.hidden or 512) if threads is None else threads, replicas or 1) \
+            and threads is not None:
+        log(threads_kept_note(threads))
     distribution = setup_distribution(distribute, replicas)
     chief = distribution is None or distribution.is_chief
     if train_cfg.keep_best and distribution and distribution.mode == "multi-worker":

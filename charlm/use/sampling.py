@@ -75,10 +75,10 @@ class Sampler:
                  seed: int | None = None, num_samples: int = 1, oov: str | None = None, top_p: float = 1.0,
                  stop: Sequence[str] = ()) -> list[str]:
         """``num_samples`` texts: the prime and ``length`` generated characters (or up to a stop)."""
-        texts = [""] * num_samples
+        texts = None        # made from the first pieces: stream() checks the sizes before it yields
         for pieces in self.stream(prime, length, temperature, top_k, seed, num_samples, oov, top_p, stop,
                                   chunk_seconds=None):
-            texts = [t + p for t, p in zip(texts, pieces)]
+            texts = list(pieces) if texts is None else [t + p for t, p in zip(texts, pieces)]
         return texts
 
     def stream(self, prime: str = "", length: int = 100, temperature: float = 1.0, top_k: int = 0,
