@@ -98,13 +98,10 @@ def score(cells, dtype, output, weights, ids, valid, scored, state):
         for layer, (cell, (w_x, w_h, bias)) in enumerate(zip(cells, weights["layers"])):
             h, c = state[layer]
             zr = tf.matmul(w_h, tf.cast(h, w_h.dtype))
+            xw = _mm(w_x, x) + bias if layer else _columns(weights, ids[t], library)
             if library is not None:
-                xw = _mm(w_x, x) + bias if layer else (
-                    library.charlm_columns(weights["table_t"], ids[t]) if "table_t" in weights
-                    else tf.transpose(tf.gather(weights["table"], ids[t])))
                 x, _, c = library.charlm_lstm_step(xw, zr, h, c, keep)
             else:
-                xw = tf.transpose(tf.gather(weights["table"], ids[t])) if layer == 0 else _mm(w_x, x) + bias
                 x, c_new, _ = cell.forward(xw + tf.cast(zr, tf.float32), c, axis=0)
                 x, c = tf.where(keep[None, :], x, h), tf.where(keep[None, :], c_new, c)
             new_state.append((x, c))
@@ -113,6 +110,14 @@ def score(cells, dtype, output, weights, ids, valid, scored, state):
     _, state, total = tf.while_loop(lambda t, *_: t < tf.shape(ids)[0], body,
                                     (0, state, tf.constant(0.0, tf.float64)))
     return total, state
+
+
+def _columns(weights, ids, library):
+    """Layer 0's input half for tokens ``ids`` ``[S]``: ``[4H, S]``, by charlm's column kernel
+    from the transposed table where :func:`stream_weights` kept one, else gathered and transposed."""
+    if library is not None and "table_t" in weights:
+        return library.charlm_columns(weights["table_t"], ids)
+    return tf.transpose(tf.gather(weights["table"], ids))
 
 
 def _mm(w, x):

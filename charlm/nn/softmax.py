@@ -50,9 +50,10 @@ HEAD_MIN, HEAD_MAX = 256, 2000
 # of another (benchmarks/README.md, "Large alphabets at equal time")
 WIDTH = {"full": 512, "adaptive": 384}
 # embedding size -1 (`--preset fast`): the embedding for the softmax the vocabulary gets.  Over
-# thousands of tokens a 64-wide embedding is a bottleneck: on Chinese at equal time 128 scored
-# 0.08 nats/char lower and 256 0.10, for 6% and 25% more time a step (benchmarks/README.md,
-# "Large alphabets at equal time")
+# thousands of tokens a 64-wide embedding is a bottleneck: on Chinese, in step counts set for
+# equal time, 256 scored 0.10 nats/char lower (bigrams 0.10, text of another source 0.04) for
+# 26% more time a step; in 150-s runs on a CPU fast enough to read the text three times, 0.01
+# (benchmarks/README.md, "Large alphabets at equal time")
 EMBEDDING = {"full": 64, "adaptive": 256}
 # each tail's projection is this many times narrower than the one before it (Grave et al.: 4)
 NARROWING = 4
