@@ -1,4 +1,5 @@
 """--precision: bfloat16 matmuls with float32 weights, state and loss; float32 checkpoints either way."""
+import json
 import math
 
 import numpy as np
@@ -60,3 +61,19 @@ def test_bfloat16_run_trains_saves_float32_and_resumes_in_float32(tmp_path):
     resumed = charlm.train(text=text, checkpoint_dir=tmp_path / "run", resume=True, steps=120,
                            precision="float32", log=lambda m: None)
     assert resumed.step == 120 and math.isfinite(resumed.last_loss)
+
+
+def test_fast_width_follows_the_matmuls_number_format(tmp_path):
+    """`--preset fast` (hidden 0): 512 units where the matmuls run in bfloat16, 384 in float32
+    (asked for, no bfloat16 hardware, or a cell that multiplies in float32); saved so a resumed run keeps it."""
+    from charlm.training.trainer import Trainer
+
+    text = make_text(30000, seed=4)
+    widths = {}
+    for name, flags in {"bfloat16": dict(precision="bfloat16"), "float32": dict(precision="float32"),
+                        "gru": dict(precision="bfloat16", cell="gru")}.items():
+        model_cfg, train_cfg = charlm.build_configs("fast", **flags)
+        assert model_cfg.hidden == 0
+        Trainer(model_cfg, train_cfg, text, tmp_path / name, log=lambda m: None)
+        widths[name] = json.loads((tmp_path / name / "config.json").read_text())["model"]["hidden"]
+    assert widths == {"bfloat16": 512, "float32": 384, "gru": 384}

@@ -180,7 +180,11 @@ def test_auto_chooses_by_vocabulary_size_and_cutoffs_are_checked():
     # the fast preset's width follows its softmax; a width given stays
     widths = [softmax.resolve(build_configs("fast")[0], n).hidden for n in (27, 729, 5750)]
     assert widths == [softmax.WIDTH["full"], softmax.WIDTH["full"], softmax.WIDTH["adaptive"]] == [512, 512, 384]
+    # ... and the matmuls' number format: float32 matmuls take at most FLOAT32_WIDTH
+    widths = [softmax.resolve(build_configs("fast")[0], n, bfloat16=False).hidden for n in (27, 5750)]
+    assert widths == [softmax.FLOAT32_WIDTH, softmax.WIDTH["adaptive"]] == [384, 384]
     assert softmax.resolve(build_configs("fast", hidden=256)[0], 5750).hidden == 256
+    assert softmax.resolve(build_configs("fast", hidden=512)[0], 27, bfloat16=False).hidden == 512
     # and so does its embedding; an embedding given stays, and no other preset's changes
     sizes = [softmax.resolve(build_configs("fast")[0], n).embedding_size for n in (27, 5750)]
     assert sizes == [softmax.EMBEDDING["full"], softmax.EMBEDDING["adaptive"]] == [64, 256]

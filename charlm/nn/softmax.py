@@ -49,6 +49,11 @@ HEAD_MIN, HEAD_MAX = 256, 2000
 # 384 units made 1.5x the steps of 512 and scored lower on Chinese, held out of the same source and
 # of another (benchmarks/README.md, "Large alphabets at equal time")
 WIDTH = {"full": 512, "adaptive": 384}
+# ... and at most this where the matmuls run in float32 (no bfloat16 hardware): there a 512-unit
+# step costs about twice a 384-unit one, and 384 units scored lower on English at 150 s and 600 s
+# and on text8 at 150 s (256 won at 150 s, lost at 600 s; benchmarks/README.md, "`fast` on a CPU
+# without bfloat16")
+FLOAT32_WIDTH = 384
 # embedding size -1 (`--preset fast`): the embedding for the softmax the vocabulary gets.  Over
 # thousands of tokens a 64-wide embedding is a bottleneck: on Chinese, in step counts set for
 # equal time, 256 scored 0.10 nats/char lower (bigrams 0.10, text of another source 0.04) for
@@ -301,11 +306,12 @@ class AdaptiveSoftmax:
         return self.logits(tf.zeros([1, self.head_w.shape[0]], self.dtype))[0]
 
 
-def resolve(config, num_tokens: int):
+def resolve(config, num_tokens: int, bfloat16: bool = True):
     """``config`` (a ModelConfig) with its softmax decided for ``num_tokens`` tokens: "auto" made
     full or adaptive (adaptive above ``AUTO_TOKENS``), an adaptive layer's empty cutoffs filled in
     (:func:`default_cutoffs`) and given ones checked against the vocabulary; ``hidden`` 0 (the
-    ``fast`` preset's) made the width for that softmax (:data:`WIDTH`), and an embedding size of
+    ``fast`` preset's) made the width for that softmax (:data:`WIDTH`), no more than
+    :data:`FLOAT32_WIDTH` unless the matmuls will run in ``bfloat16``, and an embedding size of
     -1 (also ``fast``'s) its embedding (:data:`EMBEDDING`)."""
     from charlm.errors import CharlmError
 
@@ -322,7 +328,7 @@ def resolve(config, num_tokens: int):
         if why:
             raise CharlmError(why)
     if not config.hidden:
-        config.hidden = WIDTH[config.softmax]
+        config.hidden = WIDTH[config.softmax] if bfloat16 else min(WIDTH[config.softmax], FLOAT32_WIDTH)
     if config.embedding_size < 0:
         config.embedding_size = EMBEDDING[config.softmax]
     return config

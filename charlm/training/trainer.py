@@ -152,7 +152,9 @@ class Trainer(ReplicaSteps):
         and, for an adaptive one, the tokens' ranking by their counts in the training text (a
         resumed run's comes from its checkpoint)."""
         num_tokens = self.tokenizer.num_tokens
-        softmax.resolve(self.model_cfg, num_tokens)
+        # hidden 0 takes a narrower width where the matmuls would run in float32
+        bfloat16 = self._matmul_dtype(softmax.FLOAT32_WIDTH, False)[0] == tf.bfloat16
+        softmax.resolve(self.model_cfg, num_tokens, bfloat16)
         self.token_rank = None
         if self.model_cfg.softmax == "adaptive" and not resume:
             counts = np.bincount(np.asarray(train_tokens), minlength=num_tokens)[:num_tokens]
@@ -163,9 +165,7 @@ class Trainer(ReplicaSteps):
         model_cfg, train_cfg = self.model_cfg, self.cfg
         tf.random.set_seed(train_cfg.seed)
         self.xla = xla = use_xla(model_cfg, train_cfg)
-        self.compute_dtype, self._precision_why = compute_dtype(train_cfg.precision, model_cfg.hidden, xla)
-        if not CELL_TYPES[model_cfg.cell].bfloat16:       # the GRU and RNN paths multiply in float32
-            self.compute_dtype, self._precision_why = tf.float32, f"{model_cfg.cell} cell"
+        self.compute_dtype, self._precision_why = self._matmul_dtype(model_cfg.hidden, xla)
         # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
             self.model = CharLM(model_cfg, self.tokenizer.num_tokens, seed=train_cfg.seed,
@@ -178,6 +178,13 @@ class Trainer(ReplicaSteps):
             self.carried = [(tf.Variable(tf.zeros([b, h]), trainable=False, name=f"h{i}"),
                              tf.Variable(tf.zeros([b, h]), trainable=False, name=f"c{i}"))
                             for i in range(model_cfg.layers)]
+
+    def _matmul_dtype(self, hidden: int, xla: bool):
+        """``(dtype, why)`` of the matmuls for a model of ``hidden`` units (:func:`compute_dtype`;
+        the GRU and RNN paths multiply in float32)."""
+        if not CELL_TYPES[self.model_cfg.cell].bfloat16:
+            return tf.float32, f"{self.model_cfg.cell} cell"
+        return compute_dtype(self.cfg.precision, hidden, xla)
 
     def _take_origin_weights(self):
         """``--init-from``: RUN's weights, token rows matched by :func:`finetune.row_sources`."""
