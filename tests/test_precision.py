@@ -65,7 +65,7 @@ def test_bfloat16_run_trains_saves_float32_and_resumes_in_float32(tmp_path):
 
 def test_fast_width_follows_the_matmuls_number_format(tmp_path):
     """`--preset fast` (hidden 0): 512 units where the matmuls run in bfloat16, 384 in float32
-    (asked for, no bfloat16 hardware, or a cell that multiplies in float32); saved so a resumed run keeps it."""
+    (asked for, no bfloat16 hardware, or a cell that multiplies in float32), written into config.json."""
     from charlm.training.trainer import Trainer
 
     text = make_text(30000, seed=4)
