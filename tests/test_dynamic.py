@@ -67,6 +67,27 @@ def test_no_update_is_the_static_figure_and_updates_adapt(dyn_run):
     assert abs(adapting.score_tokens(ids)[0].sum() - static.nats) > 1e-3 * static.nats
 
 
+def test_one_step_moves_no_weight_more_than_lr_times_the_clip(dyn_run):
+    """A weight's normalised gradient is clipped: after one segment (no decay) no weight of the
+    table or the softmax has moved more than lr * step_clip, some have moved exactly that much,
+    and without the clip the same step moves some weights further."""
+    prime = (dyn_run / "heldout.txt").read_text()[:16]                  # one segment
+    lr, clip = 0.5, 0.2
+    moved = {}
+    for step_clip in (clip, np.inf):
+        dynamic, model, tokenizer = scorer(dyn_run / "run", learning_rate=lr, decay=0.0, segment=16,
+                                           streams=1, step_clip=step_clip)
+        weights, _, _ = dynamic.adapt(tokenizer.vocab.encode(prime))
+        trained = model.step_weights()
+        table = np.abs(weights["table"].numpy() - trained["table"].numpy()).max()
+        softmax = max(np.abs(weights["softmax"][k].numpy() - trained["softmax"][k].numpy()).max()
+                      for k in ("out_w", "out_b"))
+        moved[step_clip] = table, softmax
+    for part in range(2):
+        assert moved[clip][part] == pytest.approx(lr * clip, rel=1e-4)
+        assert moved[np.inf][part] > 1.5 * lr * clip
+
+
 def tree_state(folder):
     return {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
             for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -6,7 +6,9 @@ then one gradient step on that segment's loss moves the weights, and the state i
 every character is scored exactly once, before any update that has seen it: a character's score
 depends only on the text before it.  The step is RMS-normalised, ``-lr * g / (rms + eps)``, with
 ``rms`` the root mean square of the same gradients gathered beforehand on the run's training text
-(the "statistics pass"), and a decay pulls every weight back towards its trained value,
+(the "statistics pass") and ``g / rms`` clipped to ``+-STEP_CLIP`` (a character that training
+hardly saw, repeated for a while, a ruled table of box-drawing characters in the Jargon File say,
+otherwise grows its rows until the next character costs thousands of nats), and a decay pulls every weight back towards its trained value,
 ``decay * rate * (trained - weight)``, where ``rate`` is ``rms`` over its mean (weights that
 training moves much also return fast), at most ``1 / decay``.  The adapted weights live only in
 memory: the run folder is never written.
@@ -47,6 +49,7 @@ STATS_TOKENS = 50_000     # training tokens of the statistics pass ...
 STATS_STREAMS = 32        # ... read as this many columns
 EPSILON = 1e-8
 RMS_FLOOR = 0.1           # of the mean rms: the least a step is divided by
+STEP_CLIP = 10.0          # a weight's normalised gradient g / rms is clipped to +-this: at most lr * 10 a step
 MEMORY_BYTES = 1 << 30    # adapted copies of all streams at most (with their gradients)
 
 
@@ -73,7 +76,7 @@ class DynamicScorer:
     """Dynamic evaluation of one model; :meth:`gather_statistics` first, then :meth:`score_ids`."""
 
     def __init__(self, model, tokenizer, learning_rate: float = LEARNING_RATE, decay: float = DECAY,
-                 segment: int = SEGMENT, streams: int | None = None, compute=None):
+                 segment: int = SEGMENT, streams: int | None = None, compute=None, step_clip: float = STEP_CLIP):
         if learning_rate < 0 or not 0 <= decay < 1 or segment < 1 or (streams is not None and streams < 1):
             raise CharlmError("dynamic evaluation needs a learning rate >= 0, a decay in [0, 1), "
                               "a segment of at least 1 token and at least one stream")
@@ -81,6 +84,7 @@ class DynamicScorer:
         # an adaptive softmax (charlm.nn.softmax) is shared by the streams and kept as trained
         self.own_softmax = model.softmax.kind == "full"
         self.learning_rate, self.decay, self.segment, self.streams = learning_rate, decay, segment, streams
+        self.step_clip = step_clip
         self.compute = compute or model.compute_dtype
         weights = model.step_weights()
         layers = weights["layers"]
@@ -127,7 +131,7 @@ class DynamicScorer:
     def _segment(self, params, ids, trained, state, top, scale, rate, lr, decay):
         """Score the segment, then one step: ``(nats, new params, new state, outputs)``."""
         nats, new_state, outputs, grads = self._grads(params, ids, trained, state, top)
-        new = [p - lr * g * s + decay * r * (t - p)
+        new = [p - lr * tf.clip_by_value(g * s, -self.step_clip, self.step_clip) + decay * r * (t - p)
                for p, g, s, r, t in zip(params, grads, scale, rate, self.trained)]
         return nats, new, new_state, outputs
 
@@ -190,7 +194,7 @@ class DynamicScorer:
         """The update's per-weight ``scale`` and ``rate`` from the statistics, and lr and decay."""
         mean = tf.add_n([tf.reduce_sum(r) for r in self.rms]) / sum(int(np.prod(r.shape)) for r in self.rms)
         # a weight whose gradient training never saw (a character absent from the statistics pass)
-        # would get an unbounded step: the floor is a thousandth of the mean
+        # would get an unbounded step: the floor is a tenth of the mean
         scale = [1.0 / (r + EPSILON + RMS_FLOOR * mean) for r in self.rms]
         rate = [tf.minimum(r / mean, 1.0 / self.decay) if self.decay else tf.zeros_like(r) for r in self.rms]
         return scale, rate, tf.constant(self.learning_rate, tf.float32), tf.constant(self.decay, tf.float32)
