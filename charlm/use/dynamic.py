@@ -24,8 +24,9 @@ layers' biases and the softmax (an adaptive softmax, :mod:`charlm.nn.softmax`, i
 streams and kept as trained).  The recurrence itself runs on the cells' own training loops
 (:mod:`charlm.fast`), their hand-derived backward pass included.
 
-The defaults were tuned on the validation splits of runs trained by the ``fast`` preset
-(benchmarks/README.md, "Dynamic evaluation"), never on the text scored there.
+The defaults were tuned on the validation splits of runs trained by the ``fast`` preset, and the
+clip on the Jargon File's held-out text (benchmarks/README.md, "Dynamic evaluation"), never on
+the texts whose figures are quoted beside them.
 
 :meth:`DynamicScorer.adapt` reads a prime the same way, as one stream, and returns the adapted
 weights in the form :meth:`CharLM.step_weights` has, with the state and the logits after the
