@@ -126,6 +126,13 @@ def test_eval_dynamic_errors_are_one_line(dyn_run, tmp_path):
                                   str(dyn_run / "heldout.txt"), "--dynamic"])
     assert r.exit_code != 0 and r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1
     assert "gone.txt" in r.output and "Traceback" not in r.output
+    # a missing or directory --text-file is named as the text to score, with or without --dynamic
+    for path, what in ((tmp_path / "absent.txt", "not found"), (tmp_path, "is a directory")):
+        for extra in ([], ["--dynamic"]):
+            r = CliRunner().invoke(main, ["eval", "--checkpoint", str(dyn_run / "run"), "--text-file", str(path),
+                                          *extra])
+            assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1, r.output
+            assert r.output.startswith(f"Error: text file to score {what}") and str(path) in r.output, r.output
 
 
 # -- sample --dynamic ------------------------------------------------------------------------------

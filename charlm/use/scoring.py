@@ -227,6 +227,8 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
     model, tokenizer, info = load_model(checkpoint, best=best)
     compute = compute_dtype(precision, model.config.hidden)[0]
     scorer = Scorer(model, tokenizer, streams=streams, compute=compute)
+    if text_file is not None:
+        text_file = _text_file(text_file)
     if dynamic:        # the adapted text is held in memory: its per-position scores are kept
         if text_file is not None:
             from charlm.data.corpora import read_text_file
@@ -237,15 +239,9 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
         training, _ = _split_tokens(info, tokenizer, oov)
         return score_dynamically(model, tokenizer, ids, training, compute, streams, **settings), tokenizer
     if text_file is not None:
-        from pathlib import Path
         from charlm.data import prepared
 
-        path = Path(text_file).expanduser()
-        if not path.exists():
-            raise CharlmError(f"corpus file not found: {path}")
-        if path.is_dir():
-            raise CharlmError(f"corpus path is a directory, not a file: {path}")
-        with prepared.streamed_text(path, tokenizer, oov) as (text_ids, tokens, leftover):
+        with prepared.streamed_text(text_file, tokenizer, oov) as (text_ids, tokens, leftover):
             return scorer.score_tokens(tokens, leftover, tokenizer.vocab.characters(text_ids.ids)), tokenizer
     if text is not None:
         return scorer.score_ids(_text_ids(tokenizer, text, oov)), tokenizer
@@ -253,6 +249,19 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
         return scorer.score_ids(_split_ids(info, tokenizer, split, oov)), tokenizer
     tokens, leftover, characters = _split_tokens(info, tokenizer, oov, with_characters=True)
     return scorer.score_tokens(tokens, leftover, characters), tokenizer
+
+
+def _text_file(text_file):
+    """The path of the text to score, or one clear error: it is a text to score, not a corpus."""
+    from pathlib import Path
+    from charlm.errors import CharlmError
+
+    path = Path(text_file).expanduser()
+    if not path.exists():
+        raise CharlmError(f"text file to score not found: {path}")
+    if path.is_dir():
+        raise CharlmError(f"text file to score is a directory, not a file: {path}")
+    return path
 
 
 def _text_ids(tokenizer: Tokenizer, text: str, oov: str) -> np.ndarray:
