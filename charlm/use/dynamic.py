@@ -8,10 +8,10 @@ depends only on the text before it.  The step is RMS-normalised, ``-lr * g / (rm
 ``rms`` the root mean square of the same gradients gathered beforehand on the run's training text
 (the "statistics pass") and ``g / rms`` clipped to ``+-STEP_CLIP`` (a character that training
 hardly saw, repeated for a while, a ruled table of box-drawing characters in the Jargon File say,
-otherwise grows its rows until the next character costs thousands of nats), and a decay pulls every weight back towards its trained value,
-``decay * rate * (trained - weight)``, where ``rate`` is ``rms`` over its mean (weights that
-training moves much also return fast), at most ``1 / decay``.  The adapted weights live only in
-memory: the run folder is never written.
+otherwise grows its rows until the next character costs thousands of nats), and a decay pulls
+every weight back towards its trained value, ``decay * rate * (trained - weight)``, where
+``rate`` is ``rms`` over its mean (weights that training moves much also return fast), at most
+``1 / decay``.  The adapted weights live only in memory: the run folder is never written.
 
 What is adapted, and why not all of it: a long text is read as side-by-side streams (as
 :mod:`charlm.use.scoring` does), each with its *own* adapted copy, because one copy shared by

@@ -224,11 +224,11 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
 
     if streams is not None and streams < 1:
         raise CharlmError(f"--streams must be at least 1 (got {streams})")
+    if text_file is not None:
+        text_file = _text_file(text_file)
     model, tokenizer, info = load_model(checkpoint, best=best)
     compute = compute_dtype(precision, model.config.hidden)[0]
     scorer = Scorer(model, tokenizer, streams=streams, compute=compute)
-    if text_file is not None:
-        text_file = _text_file(text_file)
     if dynamic:        # the adapted text is held in memory: its per-position scores are kept
         if text_file is not None:
             from charlm.data.corpora import read_text_file
