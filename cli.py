@@ -320,19 +320,9 @@ def _drop_stdout():
 def _read_prime_file(path) -> str:
     """The prime in a text file (as any corpus file: plain or compressed, UTF-8); an empty file
     is the empty prime."""
-    from pathlib import Path
-
     from charlm.data.corpora import read_text_file
 
-    if not Path(path).expanduser().is_file():
-        what = "is a directory, not a file" if Path(path).expanduser().is_dir() else "not found"
-        raise CharlmError(f"--prime-file {path}: {what}")
-    if Path(path).expanduser().stat().st_size == 0:
-        return ""
-    try:
-        return read_text_file(path)
-    except CharlmError as e:
-        raise CharlmError(f"--prime-file: {e}")
+    return read_text_file(path, "--prime-file", empty_ok=True)
 
 
 # -- eval ----------------------------------------------------------------------------------------------
@@ -538,7 +528,7 @@ def mirror_eval(checkpoint, text_file, lines, seed, as_json, oov):
     from charlm.data.corpora import read_text_file
     from charlm.mirror.use import evaluate
 
-    figures = evaluate(checkpoint, read_text_file(text_file), lines=lines, seed=seed, oov=oov or "error")
+    figures = evaluate(checkpoint, read_text_file(text_file, "text file to mirror"), lines=lines, seed=seed, oov=oov or "error")
     if as_json:
         click.echo(json.dumps(figures))
     else:

@@ -89,10 +89,10 @@ def test_missing_empty_and_directory(tmp_path):
     with pytest.raises(CharlmError, match="corpus file not found: .*missing.txt"):
         read_text_file(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_bytes(b"")
-    with pytest.raises(CharlmError, match="corpus is empty: .*empty.txt"):
+    with pytest.raises(CharlmError, match="corpus file is empty: .*empty.txt"):
         read_text_file(tmp_path / "empty.txt")
     (tmp_path / "bom-only.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf"))
-    with pytest.raises(CharlmError, match="corpus is empty"):
+    with pytest.raises(CharlmError, match="corpus file is empty"):
         read_text_file(tmp_path / "bom-only.gz")
     with pytest.raises(CharlmError, match="directory"):
         read_text_file(tmp_path)

@@ -213,18 +213,26 @@ def _decode(data: bytes, source) -> str:
                           f"(byte 0x{data[e.start + skip]:02x})") from None
 
 
-def read_text_file(path) -> str:
-    """The text of a plain, .gz, .bz2, .xz or single-file .zip file, decoded as strict UTF-8."""
+def text_file_path(path, what: str = "corpus file") -> Path:
+    """``path`` expanded, or one clear error naming what the file is for (``what``) if it is
+    missing or a directory."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise CharlmError(f"corpus file not found: {path}")
+        raise CharlmError(f"{what} not found: {path}")
     if path.is_dir():
-        raise CharlmError(f"corpus path is a directory, not a file: {path}")
+        raise CharlmError(f"{what} is a directory, not a file: {path}")
+    return path
+
+
+def read_text_file(path, what: str = "corpus file", empty_ok: bool = False) -> str:
+    """The text of a plain, .gz, .bz2, .xz or single-file .zip file, decoded as strict UTF-8.
+    Errors name the file as ``what``; an empty text is one too unless ``empty_ok``."""
+    path = text_file_path(path, what)
     data = _read_bytes(path)
     text = _decode(data, path)
     del data
-    if not text:
-        raise CharlmError(f"corpus is empty: {path}")
+    if not text and not empty_ok:
+        raise CharlmError(f"{what} is empty: {path}")
     return text
 
 

@@ -388,7 +388,7 @@ def _build(files, stats, settings, vocabulary, oov, skip_bad_files, separator, r
             characters = writer.close()
             if characters == 0:
                 raise CharlmError(f"no characters left to score after skipping unknown ones ({files[0]})"
-                                  if oov == "skip" else f"corpus is empty: {files[0]}")
+                                  if oov == "skip" else f"{what or 'corpus'} is empty: {files[0]}")
             entries = [{**e, "sha256": digests[e["path"]]} for e in writer.entries]
             meta = {**settings, "stats": stats, "files": entries, "skipped": skipped,
                     "vocab": vocabulary.chars, "dtype": vocabulary.dtype.name, "characters": characters,
@@ -535,9 +535,10 @@ def _open_tokens(folder: Path, name: str, tokenizer: Tokenizer):
 
 
 @contextlib.contextmanager
-def streamed_text(path, tokenizer: Tokenizer, oov: str | None = None, root=None):
+def streamed_text(path, tokenizer: Tokenizer, oov: str | None = None, root=None, what="evaluation text"):
     """``(prepared text, token ids, leftover ids)`` of one file in a model's vocabulary, streamed
-    into a scratch folder (removed afterwards) so that a text of any size is scored from disk."""
+    into a scratch folder (removed afterwards) so that a text of any size is scored from disk.
+    Errors (an empty text, a foreign character) name the file as ``what``."""
     root = prepared_root(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -547,7 +548,7 @@ def streamed_text(path, tokenizer: Tokenizer, oov: str | None = None, root=None)
                           f"(set {PREPARED_DIR_ENV} to another folder)") from None
     try:
         prepared = prepare([path], vocabulary=tokenizer.vocab, oov=oov, root=scratch, progress=False,
-                           what="evaluation text", files=[Path(path).expanduser().resolve()])
+                           what=what, files=[Path(path).expanduser().resolve()])
         tokens, leftover = token_file(prepared, tokenizer, [(0, prepared.characters)])
         yield prepared, tokens, leftover
     finally:

@@ -26,6 +26,8 @@ from charlm.fast import streams as side_by_side
 from charlm.data.prepared import release
 from charlm.data.vocab import Tokenizer
 
+TEXT_TO_SCORE = "text file to score"     # how errors name eval's --text-file
+
 CHUNK_TOKENS = 16384
 LOGITS_BUDGET = 1 << 25   # numbers in one chunk's logits at most (128 MB of float32)
 
@@ -225,7 +227,9 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
     if streams is not None and streams < 1:
         raise CharlmError(f"--streams must be at least 1 (got {streams})")
     if text_file is not None:
-        text_file = _text_file(text_file)
+        from charlm.data.corpora import text_file_path
+
+        text_file = text_file_path(text_file, TEXT_TO_SCORE)
     model, tokenizer, info = load_model(checkpoint, best=best)
     compute = compute_dtype(precision, model.config.hidden)[0]
     scorer = Scorer(model, tokenizer, streams=streams, compute=compute)
@@ -233,7 +237,7 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
         if text_file is not None:
             from charlm.data.corpora import read_text_file
 
-            text = read_text_file(text_file)
+            text = read_text_file(text_file, TEXT_TO_SCORE)
         ids = _text_ids(tokenizer, text, oov) if text is not None else _split_ids(info, tokenizer, split, oov)
         settings = {k: v for k, v in dynamic_settings.items() if v is not None}
         training, _ = _split_tokens(info, tokenizer, oov)
@@ -249,19 +253,6 @@ def evaluate(checkpoint, text: str | None = None, split: str | None = None, oov:
         return scorer.score_ids(_split_ids(info, tokenizer, split, oov)), tokenizer
     tokens, leftover, characters = _split_tokens(info, tokenizer, oov, with_characters=True)
     return scorer.score_tokens(tokens, leftover, characters), tokenizer
-
-
-def _text_file(text_file):
-    """The path of the text to score, or one clear error: it is a text to score, not a corpus."""
-    from pathlib import Path
-    from charlm.errors import CharlmError
-
-    path = Path(text_file).expanduser()
-    if not path.exists():
-        raise CharlmError(f"text file to score not found: {path}")
-    if path.is_dir():
-        raise CharlmError(f"text file to score is a directory, not a file: {path}")
-    return path
 
 
 def _text_ids(tokenizer: Tokenizer, text: str, oov: str) -> np.ndarray:
