@@ -4,9 +4,9 @@
     python benchmarks/quality.py --seeds 1-20 --init orthogonal notebook --jobs 2
     python benchmarks/quality.py --preset ud730-bigram --seeds 1-10
 
-For each initialisation and seed: `cli.py train --preset P --init I --seed S` (for ud730, the
-validation perplexity on the first 1000 characters after 7001 steps: the issue's figure), then `cli.py eval`
-of that checkpoint on the corpus's last --heldout characters (1M by default: a thousand times
+For each initialisation and seed, one process trains as `cli.py train --preset P --init I --seed S`
+does (for ud730, the validation perplexity on the first 1000 characters after 7001 steps: the
+issue's figure), then scores the checkpoint as `cli.py eval` does, on the corpus's last --heldout characters (1M by default: a thousand times
 more text than the validation split, so far less noise between seeds).  Prints one line per run,
 then each initialisation's means and, paired by seed, its difference from the first one given.
 
@@ -51,14 +51,27 @@ def last_json(cmd) -> dict:
 
 def one_run(corpus, heldout, workdir, preset, steps, init, seed):
     run_dir = Path(workdir) / f"{init}-{seed}"
-    steps_flag = ["--steps", steps] if steps else []
-    train = last_json(["cli.py", "train", "--corpus", corpus, "--preset", preset, "--init", init,
-                       "--seed", seed, *steps_flag, "--sample-every", 0, "--checkpoint-dir", run_dir])
-    score = last_json(["cli.py", "eval", "--checkpoint", run_dir, "--text-file", heldout, "--json"])
-    row = {"init": init, "seed": seed, "valid": train["valid_perplexity"], "heldout": score["perplexity"]}
+    job = {"corpus": str(Path(corpus).resolve()), "heldout": str(heldout), "run_dir": str(run_dir), "preset": preset,
+           "steps": steps, "init": init, "seed": seed}
+    result = last_json([__file__, "--train-and-score", json.dumps(job)])
+    row = {"init": init, "seed": seed, "valid": result["valid_perplexity"], "heldout": result["perplexity"]}
     print(f"{init:<12} seed {seed:>3}  valid ppl {row['valid']:.4f}  held-out ppl {row['heldout']:.4f}",
           flush=True)
     return row
+
+
+def train_and_score(job: dict):
+    """One run in this process (one TensorFlow start-up instead of two): ``charlm.train`` with the
+    preset's settings, then ``charlm.evaluate`` of its checkpoint; prints one JSON line."""
+    import charlm
+    from charlm.runtime import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    steps = {"steps": job["steps"]} if job["steps"] else {}
+    trained = charlm.train(job["corpus"], job["run_dir"], preset=job["preset"], init=job["init"],
+                           seed=job["seed"], sample_every=0, log=lambda *a: None, **steps)
+    score, _ = charlm.evaluate(job["run_dir"], text_file=job["heldout"])
+    print(json.dumps({"valid_perplexity": trained.valid_perplexity, "perplexity": score.perplexity}))
 
 
 def summarise(rows, inits):
@@ -82,6 +95,8 @@ def summarise(rows, inits):
 
 
 def main():
+    if sys.argv[1:2] == ["--train-and-score"]:      # one run, in a process of its own (one_run)
+        return train_and_score(json.loads(sys.argv[2]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus")
     p.add_argument("--seeds", type=seed_list, default="1-5", help="e.g. 1-20 or 1,3,5 (default 1-5)")

@@ -9,6 +9,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # runs in tests compile afresh and leave nothing in ~/.cache (tests that want the cache set it)
 os.environ.setdefault("CHARLM_XLA_CACHE", "off")
+# and train on TensorFlow's kernels: compiling costs ~5 s a run, most of the suite's time; the
+# tests of the compiled path ask for it (the with_xla fixture, CHARLM_XLA=auto in a subprocess)
+os.environ.setdefault("CHARLM_XLA", "off")
 # prepared corpora go to a folder of this test process's own (its subprocesses inherit it)
 if "CHARLM_PREPARED_DIR" not in os.environ:
     import atexit
@@ -35,6 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+
+
+@pytest.fixture
+def with_xla(monkeypatch):
+    """Training compiles small models with XLA, as it does for users (CHARLM_XLA's default)."""
+    monkeypatch.setenv("CHARLM_XLA", "auto")
 
 
 def run_cli(*args, input=None, env=None) -> subprocess.CompletedProcess:

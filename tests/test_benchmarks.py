@@ -67,12 +67,17 @@ def exact_loss(corpus):
     return peer_last_loss(corpus, 20, "--resource-variables")
 
 
-def test_charlm_trains_step_for_step_like_the_notebook_graph(corpus, exact_loss, tmp_path):
-    """From the same weights, 20 SGD steps of charlm's single-matmul XLA block and of the notebook's
-    four-matmul graph (exact gradients) end on the same loss."""
+@pytest.mark.parametrize("xla", ["auto", "off"])
+def test_charlm_trains_step_for_step_like_the_notebook_graph(corpus, exact_loss, tmp_path, monkeypatch, xla):
+    """From the same weights, 20 SGD steps of charlm's single-matmul block (compiled with XLA, as
+    ud730 trains by default, and on TensorFlow's kernels) and of the notebook's four-matmul graph
+    (exact gradients) end on the same loss."""
+    monkeypatch.setenv("CHARLM_XLA", xla)
     steps = 20
     model_cfg, train_cfg = build_configs("ud730", seed=1, steps=steps, sample_every=0)
-    ours = Trainer(model_cfg, train_cfg, corpus.read_text(), tmp_path / "run", log=lambda *a: None).run()
+    trainer = Trainer(model_cfg, train_cfg, corpus.read_text(), tmp_path / "run", log=lambda *a: None)
+    assert trainer.xla == (xla == "auto")
+    ours = trainer.run()
     assert ours.step == steps
     exact = exact_loss
     # float32 round-off only: the notebook's own stale-read gradient is ~5e-5 away by now

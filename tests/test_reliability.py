@@ -73,6 +73,28 @@ def test_resume_is_exact(corpus, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_xla_block_resumes_exactly(corpus, tmp_path, monkeypatch):
+    """The XLA-compiled training block (what small models train with; the suite otherwise trains on
+    TensorFlow's kernels): 20 steps and a resume to 40 end where 40 steps straight on the kernels
+    do, Adam included.  (Without dropout: the two draw their dropout masks differently.  That the
+    kernels resume exactly with dropout: test_resume_is_exact.)"""
+    common = ["--corpus", corpus, "--embedding-size", "8", "--seed", "5", *TINY,
+              "--checkpoint-every", "20", "--log-every", "20"]      # blocks of 20 steps: one compile
+    monkeypatch.setenv("CHARLM_XLA", "auto")
+    assert cli("train", *common, "--steps", 20, "--checkpoint-dir", tmp_path / "resumed").returncode == 0
+    halfway = final_weights(tmp_path / "resumed")
+    resumed = cli("train", "--resume", "--steps", 40, "--checkpoint-dir", tmp_path / "resumed")
+    assert resumed.returncode == 0 and "resumed" in resumed.stderr, resumed.stderr
+    monkeypatch.setenv("CHARLM_XLA", "off")
+    assert cli("train", *common, "--steps", 40, "--checkpoint-dir", tmp_path / "straight").returncode == 0
+    again, straight = final_weights(tmp_path / "resumed"), final_weights(tmp_path / "straight")
+    for a, b in zip(again, straight):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # the last 20 steps moved the weights: the comparison is of real updates
+    assert max(np.abs(a - h).max() for a, h in zip(straight, halfway)) > 1e-2
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_and_resumes(corpus, tmp_path, sig):
     run = tmp_path / "run"

@@ -33,11 +33,17 @@ from common import emit, find_corpus, log, peak_rss_mb, quiet_stderr, read_corpu
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
-with quiet_stderr():
-    import tensorflow as tf  # noqa: E402
-    import keras  # noqa: E402
+tf = keras = None   # main() imports them once the corpus is found (a missing one is said at once)
 
-    tf.config.list_physical_devices()        # device probing chatter happens here
+
+def import_tensorflow():
+    global tf, keras
+    with quiet_stderr():
+        import tensorflow
+        import keras as keras_module
+
+        tensorflow.config.list_physical_devices()        # device probing chatter happens here
+    tf, keras = tensorflow, keras_module
 
 VALID_SIZE = 1000
 
@@ -110,11 +116,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.steps < 2:
         p.error("--steps must be at least 2 (the first step is timed separately)")
+    corpus = find_corpus(a.corpus)    # before TensorFlow's start-up: a missing corpus is said at once
+    import_tensorflow()
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
         tf.config.threading.set_inter_op_parallelism_threads(a.threads)
 
-    text = read_corpus(find_corpus(a.corpus), a.limit)
+    text = read_corpus(corpus, a.limit)
     ids, chars = encode(text)
     train_ids = ids[VALID_SIZE:]
     vocab, batch_size, unrollings = len(chars), a.batch_size, a.unrollings

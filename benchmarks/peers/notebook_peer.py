@@ -52,11 +52,17 @@ from common import ROOT, emit, find_corpus, log, peak_rss_mb, quiet_stderr, read
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
-with quiet_stderr():
-    import tensorflow.compat.v1 as tf  # noqa: E402
+tf = None   # tensorflow.compat.v1: main() imports it once the corpus is found (a missing one is said at once)
 
-    tf.disable_v2_behavior()        # graphs, placeholders and sessions, as the notebook ran
-    tf.logging.set_verbosity(tf.logging.ERROR)
+
+def import_tensorflow():
+    global tf
+    with quiet_stderr():
+        import tensorflow.compat.v1 as tf1
+
+        tf1.disable_v2_behavior()        # graphs, placeholders and sessions, as the notebook ran
+        tf1.logging.set_verbosity(tf1.logging.ERROR)
+    tf = tf1
 
 VOCABULARY_SIZE = len(string.ascii_lowercase) + 1   # 27
 FIRST_LETTER = ord("a")
@@ -530,6 +536,8 @@ def main(argv=None):
         value = getattr(args, name, 0)
         if value and value % SUMMARY_FREQUENCY:
             p.error(f"--{name.replace('_', '-')} must be a multiple of {SUMMARY_FREQUENCY}")
+    find_corpus(args.corpus)          # before TensorFlow's start-up: a missing corpus is said at once
+    import_tensorflow()
     {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "score": cmd_eval}[args.cmd](args)
 
 

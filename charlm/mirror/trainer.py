@@ -92,8 +92,10 @@ class MirrorTrainer:
         self._setup_data(text, resume)
         self._setup_model()
         self._setup_checkpointing(resume)
-        # autograph=False: the loops are explicit tf.while_loops
-        self._step_fn = tf.function(self._train_step, jit_compile=True, reduce_retracing=True, autograph=False)
+        # autograph=False: the loops are explicit tf.while_loops; XLA unless CHARLM_XLA=off
+        from charlm.runtime import xla_allowed
+
+        self._step_fn = tf.function(self._train_step, jit_compile=xla_allowed(), reduce_retracing=True, autograph=False)
         self._widths = set()                  # padded widths compiled so far (one XLA program each)
         self._signals = StopSignals()         # entered by run(): SIGINT/SIGTERM end it after a save
         self.report = Reporter(self.run_dir, log)

@@ -80,13 +80,14 @@ class Budget:
             return False
         return self.left() < SLACK * (self.seconds_per_step or 0.0)
 
-    def block(self, most: int, lengths_fixed: bool = False) -> int:
+    def block(self, most: int) -> int:
         """How many of the next ``most`` steps fit in the time left (at least one).
 
         Under a time limit the first block is one step: its call traces and compiles, and until
         a step is timed nothing says how long ``most`` of them take (a bigram model with a large
         vocabulary: minutes).  Its seconds then bound the next block's steps, which measure the
-        speed.  ``lengths_fixed`` (XLA, which compiles each new length): ``most`` steps or one.
+        speed.  (A block of any length runs the one compiled program: charlm.training.trainer
+        pads XLA's blocks to a fixed length.)
         """
         if not self.time_limit:
             return most
@@ -94,8 +95,6 @@ class Budget:
         if per_step is None:
             return 1
         fit = int(self.left() / (SLACK * per_step))
-        if lengths_fixed:
-            return most if fit >= most else 1
         return max(1, min(most, fit))
 
     def record_block(self, steps: int, seconds: float):

@@ -168,8 +168,8 @@ class ReplicaSteps:
             lambda v: strategy.experimental_local_results(v)[0], results)
         return (loss, *self._update(grads, new_state, progress))
 
-    def _train_block_distributed(self, batches, progress):
-        return self._steps(batches, progress, self._distributed_step)
+    def _train_block_distributed(self, batches, progress, count=None):
+        return self._steps(batches, progress, self._distributed_step, count)
 
     def _any_replica(self, flag):
         """True on every worker when any worker passes True (a stop must be agreed on)."""

@@ -53,9 +53,12 @@ def use_xla(model_cfg: ModelConfig, train_cfg: TrainConfig) -> bool:
 
     Measured here (2-core CPU): XLA doubles the ud730 model's speed (307 vs 151 steps/s), but
     compiling a long unrolled window takes close to a minute (50 steps at 512 units) and runs no
-    faster than TensorFlow's own kernels once the matmuls dominate.
+    faster than TensorFlow's own kernels once the matmuls dominate.  ``CHARLM_XLA=off``: never
+    (``charlm.runtime.xla_allowed``).
     """
-    return train_cfg.unrollings * model_cfg.layers <= 20 and model_cfg.hidden <= 256
+    from charlm.runtime import xla_allowed
+
+    return train_cfg.unrollings * model_cfg.layers <= 20 and model_cfg.hidden <= 256 and xla_allowed()
 
 
 @dataclass
@@ -293,23 +296,28 @@ class Trainer(ReplicaSteps):
             cv.assign(c)
         return gnorm, lr
 
-    def _steps(self, batches, progress, step_fn):
+    def _steps(self, batches, progress, step_fn, count=None):
         """``step_fn`` over a block of batches: per-step losses, gradient norms, learning rates.
 
         ``progress`` is ``[fraction of the budget used at the block's start, per step]``.
+        ``count``: only the first ``count`` batches (the rest is padding; their entries stay 0).
         """
         n = tf.shape(batches)[0]
-        arrays = tuple(tf.TensorArray(tf.float32, size=n) for _ in range(3))
+        arrays = tuple(tf.TensorArray(tf.float32, size=n, element_shape=[]) for _ in range(3))
+        last = n if count is None else tf.minimum(count, n)
 
         def body(k, arrays):
             p = progress[0] + tf.cast(k, tf.float32) * progress[1]
             return k + 1, tuple(a.write(k, x) for a, x in zip(arrays, step_fn(batches[k], p)))
 
-        _, arrays = tf.while_loop(lambda k, _: k < n, body, (0, arrays))
+        k, arrays = tf.while_loop(lambda k, _: k < last, body, (0, arrays))
+        # (a TensorArray of XLA has its full size: the entries of the padding are written as 0)
+        _, arrays = tf.while_loop(lambda k, _: k < n, lambda k, arrays: (k + 1, tuple(a.write(k, 0.0) for a in arrays)),
+                                  (k, arrays))
         return tuple(a.stack() for a in arrays)
 
-    def _train_block(self, batches, progress):
-        return self._steps(batches, progress, self._one_step)
+    def _train_block(self, batches, progress, count):
+        return self._steps(batches, progress, self._one_step, count)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _restore(self):
@@ -395,6 +403,7 @@ class Trainer(ReplicaSteps):
         """Blocks of steps until ``total``, the budget's end or a signal; reports and saves."""
         cfg = self.cfg
         window = _Window(cfg.batch_size * cfg.unrollings * self.chars_per_token)
+        self._pad_to = self._padded_length(total) if self.xla and self.strategy is None else 0
         first = True
         while self.step < total:
             losses, norms, lrs = self._block(self._block_length(total, budget), budget)
@@ -458,7 +467,17 @@ class Trainer(ReplicaSteps):
             if every:
                 stops.append((step // every + 1) * every)
         count = min(stops) - step
-        return budget.block(count, lengths_fixed=self.xla)
+        return budget.block(count)
+
+    def _padded_length(self, total: int) -> int:
+        """The length every XLA block is padded to: XLA compiles a program for each length of the
+        batches it is given, ~5 s each, so a block shorter than this one (a time limit's first
+        step and last steps, a log interval that does not divide the checkpoint interval, the
+        run's last block) runs the same program, its loop stopping at its own count.  No block
+        is longer (:meth:`_block_length`)."""
+        cfg = self.cfg
+        return min([total - self.step, cfg.steps_per_call or MAX_STEPS_PER_CALL,
+                    *(every for every in (cfg.log_every, cfg.sample_every, cfg.checkpoint_every) if every)])
 
     def _block(self, count: int, budget: Budget):
         """Run ``count`` steps in one compiled call: per-step losses, gradient norms, learning rates."""
@@ -466,7 +485,10 @@ class Trainer(ReplicaSteps):
         began = time.perf_counter()
         batches = self.generator.next_many(count).astype(np.int32)
         progress = tf.constant(budget.progress(step), tf.float32)
-        losses, norms, lrs = (x.numpy() for x in self._train_fn(tf.constant(batches), progress))
+        if self._pad_to > count:
+            batches = np.concatenate([batches, np.zeros((self._pad_to - count, *batches.shape[1:]), np.int32)])
+        out = self._train_fn(tf.constant(batches), progress, tf.constant(count, tf.int32))
+        losses, norms, lrs = (x.numpy()[:count] for x in out)
         budget.record_block(count, time.perf_counter() - began)
         if not np.all(np.isfinite(losses)):
             bad = step + int(np.argmin(np.isfinite(losses)))
