@@ -49,20 +49,20 @@ def last_json(cmd) -> dict:
     return json.loads(lines[-1])
 
 
-def one_run(corpus, heldout, workdir, preset, steps, init, seed):
+def one_run(corpus, heldout, workdir, preset, steps, init, seed, in_processes=True):
     run_dir = Path(workdir) / f"{init}-{seed}"
     job = {"corpus": str(Path(corpus).resolve()), "heldout": str(heldout), "run_dir": str(run_dir), "preset": preset,
            "steps": steps, "init": init, "seed": seed}
-    result = last_json([__file__, "--train-and-score", json.dumps(job)])
+    result = last_json([__file__, "--train-and-score", json.dumps(job)]) if in_processes else train_and_score(job)
     row = {"init": init, "seed": seed, "valid": result["valid_perplexity"], "heldout": result["perplexity"]}
     print(f"{init:<12} seed {seed:>3}  valid ppl {row['valid']:.4f}  held-out ppl {row['heldout']:.4f}",
           flush=True)
     return row
 
 
-def train_and_score(job: dict):
-    """One run in this process (one TensorFlow start-up instead of two): ``charlm.train`` with the
-    preset's settings, then ``charlm.evaluate`` of its checkpoint; prints one JSON line."""
+def train_and_score(job: dict) -> dict:
+    """One run in this process (one TensorFlow start-up for both): ``charlm.train`` with the
+    preset's settings, then ``charlm.evaluate`` of its checkpoint."""
     import charlm
     from charlm.runtime import import_tensorflow_quietly
 
@@ -71,7 +71,7 @@ def train_and_score(job: dict):
     trained = charlm.train(job["corpus"], job["run_dir"], preset=job["preset"], init=job["init"],
                            seed=job["seed"], sample_every=0, log=lambda *a: None, **steps)
     score, _ = charlm.evaluate(job["run_dir"], text_file=job["heldout"])
-    print(json.dumps({"valid_perplexity": trained.valid_perplexity, "perplexity": score.perplexity}))
+    return {"valid_perplexity": trained.valid_perplexity, "perplexity": score.perplexity}
 
 
 def summarise(rows, inits):
@@ -96,7 +96,7 @@ def summarise(rows, inits):
 
 def main():
     if sys.argv[1:2] == ["--train-and-score"]:      # one run, in a process of its own (one_run)
-        return train_and_score(json.loads(sys.argv[2]))
+        return print(json.dumps(train_and_score(json.loads(sys.argv[2]))))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus")
     p.add_argument("--seeds", type=seed_list, default="1-5", help="e.g. 1-20 or 1,3,5 (default 1-5)")
@@ -105,7 +105,8 @@ def main():
     p.add_argument("--preset", default="ud730", choices=list(PRESETS))
     p.add_argument("--steps", type=int, default=None, help="default: the preset's (ud730: 7001)")
     p.add_argument("--heldout", type=int, default=1_000_000, help="last characters scored (default 1M)")
-    p.add_argument("--jobs", type=int, default=2, help="runs at once (the ud730 model uses one thread)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once, each in a process of its own (the ud730 "
+                   "model uses one thread); 1: one after another in this process")
     a = p.parse_args()
     if a.heldout < 1 or (a.steps is not None and a.steps < 1):
         p.error("--heldout and --steps must be positive")
@@ -119,8 +120,11 @@ def main():
         heldout.write_text(text[-a.heldout:])
         del text
         jobs = [(init, seed) for seed in a.seeds for init in a.init]
-        with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-            rows = list(pool.map(lambda job: one_run(corpus, heldout, workdir, a.preset, a.steps, *job), jobs))
+        if a.jobs <= 1:
+            rows = [one_run(corpus, heldout, workdir, a.preset, a.steps, *job, in_processes=False) for job in jobs]
+        else:
+            with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+                rows = list(pool.map(lambda job: one_run(corpus, heldout, workdir, a.preset, a.steps, *job), jobs))
     summarise(rows, a.init)
 
 

@@ -132,11 +132,11 @@ def test_benchmarks_say_how_to_get_a_missing_corpus(script, tmp_path):
     assert len(lines) == 1 and "absent.txt.gz" in lines[0] and "text8.zip" in lines[0], proc.stderr
 
 
-def test_quality_script_trains_scores_and_pairs_each_seed(corpus):
+def test_quality_script_trains_scores_and_pairs_each_seed(corpus, tmp_path):
     """Two inits x two seeds of a short ud730 run: per-run validation and held-out perplexities,
     means per init and the paired difference, all from real training and scoring."""
     proc = run_script("quality.py", "--corpus", corpus, "--seeds", "1-2", "--init", "orthogonal", "notebook",
-                      "--steps", 30, "--heldout", 20_000, "--jobs", 2)
+                      "--steps", 30, "--heldout", 20_000, "--jobs", 1)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = [l for l in proc.stdout.splitlines() if "held-out ppl" in l]
     assert len(runs) == 4
@@ -145,3 +145,13 @@ def test_quality_script_trains_scores_and_pairs_each_seed(corpus):
     assert all(3.0 < v < 27.0 for v in values), values
     assert len(set(values)) == 4          # different seeds and inits, different models
     assert "orthogonal minus notebook, paired over 2 seeds" in proc.stdout
+    # --jobs 2 (the default) runs each in a process of its own, which gives the same figures
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text(corpus.read_text()[-20_000:])
+    job = {"corpus": str(corpus), "heldout": str(heldout), "run_dir": str(tmp_path / "run"), "preset": "ud730",
+           "steps": 30, "init": "notebook", "seed": 2}
+    alone = run_script("quality.py", "--train-and-score", json.dumps(job))
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    figures = json.loads(alone.stdout.strip().splitlines()[-1])
+    line = next(l for l in runs if l.startswith("notebook") and " seed   2 " in l)
+    assert f"valid ppl {figures['valid_perplexity']:.4f}" in line and line.endswith(f"{figures['perplexity']:.4f}")

@@ -75,18 +75,24 @@ def test_resume_is_exact(corpus, tmp_path):
 @pytest.mark.slow
 def test_the_xla_block_resumes_exactly(corpus, tmp_path, monkeypatch):
     """The XLA-compiled training block (what small models train with; the suite otherwise trains on
-    TensorFlow's kernels): 20 steps and a resume to 40 end where 40 steps straight on the kernels
-    do, Adam included.  (Without dropout: the two draw their dropout masks differently.  That the
-    kernels resume exactly with dropout: test_resume_is_exact.)"""
+    TensorFlow's kernels): 20 steps on the kernels, resumed under XLA to 40, end where 40 steps
+    straight on the kernels do, Adam included.  (Without dropout: the two draw their dropout
+    masks differently.  That the kernels resume exactly with dropout: test_resume_is_exact.)"""
     common = ["--corpus", corpus, "--embedding-size", "8", "--seed", "5", *TINY,
-              "--checkpoint-every", "20", "--log-every", "20"]      # blocks of 20 steps: one compile
-    monkeypatch.setenv("CHARLM_XLA", "auto")
-    assert cli("train", *common, "--steps", 20, "--checkpoint-dir", tmp_path / "resumed").returncode == 0
-    halfway = final_weights(tmp_path / "resumed")
-    resumed = cli("train", "--resume", "--steps", 40, "--checkpoint-dir", tmp_path / "resumed")
-    assert resumed.returncode == 0 and "resumed" in resumed.stderr, resumed.stderr
+              "--checkpoint-every", "20", "--log-every", "20"]
     monkeypatch.setenv("CHARLM_XLA", "off")
     assert cli("train", *common, "--steps", 40, "--checkpoint-dir", tmp_path / "straight").returncode == 0
+    assert cli("train", *common, "--steps", 20, "--checkpoint-dir", tmp_path / "resumed").returncode == 0
+    halfway = final_weights(tmp_path / "resumed")
+    monkeypatch.setenv("CHARLM_XLA", "auto")
+    from charlm.training import trainer
+
+    compiled = []
+    monkeypatch.setattr(trainer.Trainer, "_compile", lambda self, f=trainer.Trainer._compile: (
+        compiled.append(self.xla), f(self))[1])
+    resumed = cli("train", "--resume", "--steps", 40, "--checkpoint-dir", tmp_path / "resumed")
+    assert resumed.returncode == 0 and "resumed" in resumed.stderr, resumed.stderr
+    assert compiled == [True]
     again, straight = final_weights(tmp_path / "resumed"), final_weights(tmp_path / "straight")
     for a, b in zip(again, straight):
         np.testing.assert_allclose(a, b, atol=1e-5)
