@@ -458,26 +458,26 @@ class Trainer(ReplicaSteps):
             seconds = 0.0
         budget.record("validation", seconds)
 
+    def _intervals(self) -> list[int]:
+        """The step intervals a block never crosses: logging, sampling and checkpoints (those set)."""
+        cfg = self.cfg
+        return [every for every in (cfg.log_every, cfg.sample_every, cfg.checkpoint_every) if every]
+
     def _block_length(self, total: int, budget: Budget) -> int:
         """Steps of the next block: up to the next logging, sampling or checkpoint boundary, and
         no further than the time left (:meth:`Budget.block`)."""
-        cfg, step = self.cfg, self.step
-        stops = [total, step + (cfg.steps_per_call or MAX_STEPS_PER_CALL)]
-        for every in (cfg.log_every, cfg.sample_every, cfg.checkpoint_every):
-            if every:
-                stops.append((step // every + 1) * every)
-        count = min(stops) - step
-        return budget.block(count)
+        step = self.step
+        stops = [total, step + (self.cfg.steps_per_call or MAX_STEPS_PER_CALL)]
+        stops += [(step // every + 1) * every for every in self._intervals()]
+        return budget.block(min(stops) - step)
 
     def _padded_length(self, total: int) -> int:
         """The length every XLA block is padded to: XLA compiles a program for each length of the
         batches it is given, ~5 s each, so a block shorter than this one (a time limit's first
         step and last steps, a log interval that does not divide the checkpoint interval, the
         run's last block) runs the same program, its loop stopping at its own count.  No block
-        is longer (:meth:`_block_length`)."""
-        cfg = self.cfg
-        return min([total - self.step, cfg.steps_per_call or MAX_STEPS_PER_CALL,
-                    *(every for every in (cfg.log_every, cfg.sample_every, cfg.checkpoint_every) if every)])
+        is longer (:meth:`_block_length`: each of its stops is at most this far ahead)."""
+        return min([total - self.step, self.cfg.steps_per_call or MAX_STEPS_PER_CALL, *self._intervals()])
 
     def _block(self, count: int, budget: Budget):
         """Run ``count`` steps in one compiled call: per-step losses, gradient norms, learning rates."""
