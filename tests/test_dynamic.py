@@ -176,3 +176,56 @@ def test_sample_dynamic_from_the_command_line(dyn_run, tmp_path):
     assert tree_state(run) == before
     bad = CliRunner().invoke(main, ["sample", "--checkpoint", str(run), "--dynamic"])
     assert bad.exit_code == 2 and "--prime" in bad.output and "Traceback" not in bad.output
+
+
+def dense_reading(dynamic, grid, settings=None):
+    """Dynamic evaluation's reading of ``grid`` ``[rows, streams]`` written the plain way: every
+    stream's whole table a tensor, stepped and decayed in full every segment.  ``settings``
+    None: the statistics pass instead (no steps; the squared gradients summed, table first)."""
+    import tensorflow as tf
+
+    streams, size = grid.shape[1], dynamic.table.shape[0]
+    table = tf.tile(dynamic.table[None], [streams, 1, 1])
+    rest = dynamic._copies(streams)
+    state, top = dynamic._zero(streams)
+    squares = [tf.zeros_like(t) for t in (dynamic.table, *dynamic.trained)]
+    for row in range(0, grid.shape[0], dynamic.segment):
+        ids = tf.constant(grid[row:row + dynamic.segment].astype(np.int32))
+        with tf.GradientTape() as tape:
+            tape.watch([table, rest])
+            rows = tf.reshape(table, [streams * size, -1])
+            nats, state, outputs = dynamic._forward(rows, ids + size * tf.range(streams)[None], rest, ids, state, top)
+            loss = tf.reduce_sum(tf.reduce_mean(nats, 0))
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, [table, *rest])]
+        top = outputs[-1]
+        if settings is None:
+            squares = [q + tf.reduce_sum(tf.square(g), 0) for q, g in zip(squares, grads)]
+            continue
+        scale, rate, lr, decay, _ = settings
+        trained = [dynamic.table, *dynamic.trained]
+        table, *rest = [p - lr * tf.clip_by_value(g * s, -dynamic.step_clip, dynamic.step_clip) + decay * r * (t - p)
+                        for p, g, s, r, t in zip([table, *rest], grads, scale, rate, trained)]
+    return table, rest, squares
+
+
+def test_the_sparse_table_update_is_the_dense_one(dyn_run):
+    """The per-stream tables are stepped only in the rows a segment reads, their decay applied
+    when a row is read again: after a prime, the same weights as a plain dense update of every
+    row every segment; and the statistics pass's squared gradients are the dense ones."""
+    dynamic, model, tokenizer = scorer(dyn_run / "run", learning_rate=0.05, decay=0.2, segment=8, streams=1)
+    ids = tokenizer.vocab.encode((dyn_run / "heldout.txt").read_text()[:96])      # 12 segments
+    # some rows are read, left for segments, then read again
+    pieces = [set(ids[i:i + 8]) for i in range(0, 96, 8)]
+    assert any(t in pieces[a] and t not in pieces[a + 1] and t in pieces[a + 2] for a in range(10) for t in pieces[a])
+    weights, _, _ = dynamic.adapt(ids)
+    table, rest, _ = dense_reading(dynamic, ids[:, None], dynamic._step_settings())
+    np.testing.assert_allclose(weights["table"].numpy(), table[0].numpy(), atol=2e-5)
+    assert np.abs(table[0].numpy() - dynamic.table.numpy()).max() > 1e-2
+    for key, want in zip(("out_w", "out_b"), rest[-2:]):
+        np.testing.assert_allclose(weights["softmax"][key].numpy(), want[0].numpy(), atol=2e-5)
+
+    grid = ids[:64].reshape(2, 32).T                     # the statistics pass's two columns
+    dynamic.gather_statistics(ids[:64], count=64, streams=2)
+    _, _, squares = dense_reading(dynamic, grid)
+    for got, want in zip(dynamic.rms, squares):
+        np.testing.assert_allclose(got.numpy(), np.sqrt(want.numpy() / 8), rtol=1e-5, atol=1e-8)
