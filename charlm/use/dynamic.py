@@ -110,8 +110,8 @@ class DynamicScorer:
     # ``(1 - decay * rate)`` a segment, so a row last brought up to date ``n`` segments ago is
     # ``trained + (1 - decay * rate)**n * (stored - trained)``.  The same update as a dense one
     # over the whole table every segment (tests/test_dynamic.py checks it against that), but a
-    # segment costs the rows it reads, not the vocabulary: over 2,800 tokens (Chinese with byte
-    # tokens) the dense update of every stream's table was ~90% of the scoring time.
+    # segment costs the rows it reads, not the vocabulary: over 2,568 tokens (Chinese with byte
+    # tokens) the dense update of every stream's whole table was ~60% of the time.
     def _rows(self, ids):
         """The (stream, token) rows a segment ``ids`` ``[T, S]`` reads: ``(where [U, 2], index [T, S])``,
         each row once, ``index`` a position's row."""
@@ -163,9 +163,9 @@ class DynamicScorer:
         scale, rate, lr, decay, shrink = settings
         where, index = self._rows(ids)
         token = where[:, 1]
-        base, shrink = tf.gather(self.table, token), tf.gather(shrink, token)
+        base = tf.gather(self.table, token)
         behind = tf.cast(count - tf.gather_nd(last, where), tf.float32)[:, None]
-        rows = base + tf.pow(shrink, behind) * (tf.gather_nd(table, where) - base)
+        rows = base + tf.pow(tf.gather(shrink, token), behind) * (tf.gather_nd(table, where) - base)
         nats, new_state, outputs, d_rows, d_rest = self._grads(rows, index, rest, ids, trained, state, top)
         table.scatter_nd_update(where, self._step(rows, d_rows, tf.gather(scale[0], token), tf.gather(rate[0], token),
                                                   base, lr, decay))
