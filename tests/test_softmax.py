@@ -297,3 +297,22 @@ def test_paths_without_an_adaptive_softmax_refuse_in_one_line(adaptive_run, tmp_
     assert lines[-1].startswith("Error:") and "adaptive" in lines[-1], r.output
     assert not (tmp_path / "out.tflite").exists() and not (tmp_path / "new").exists()
     assert read_run_config(run)["model_config"].softmax == "adaptive"
+
+
+def test_the_softmax_benchmark_times_blocks_of_both_softmaxes(tmp_path):
+    """benchmarks/softmax.py's step timing calls Trainer._block outside a training loop, on a
+    full and an adaptive softmax: each gives a positive time per step for every repeat."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "softmax.py"
+    spec = importlib.util.spec_from_file_location("softmax_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    text = zipf_text(6000)
+    trainers = {kind: bench.trainer_for(text, kind, cutoffs=[40, 160] if kind == "adaptive" else (), hidden=16,
+                                        run_dir=tmp_path / kind, batch_size=4, unrollings=5, embedding_size=8)
+                for kind in ("full", "adaptive")}
+    times = bench.time_blocks(trainers, steps=2, repeat=2)
+    assert set(times) == {"full", "adaptive"}
+    assert all(len(t) == 2 and all(x > 0 for x in t) for t in times.values())

@@ -168,6 +168,7 @@ class Trainer(ReplicaSteps):
         model_cfg, train_cfg = self.model_cfg, self.cfg
         tf.random.set_seed(train_cfg.seed)
         self.xla = xla = use_xla(model_cfg, train_cfg)
+        self._pad_to = 0                # the length XLA blocks are padded to (_loop sets it)
         self.compute_dtype, self._precision_why = self._matmul_dtype(model_cfg.hidden, xla)
         # under a strategy, weights, optimizer slots and the (global) carried state are mirrored
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
