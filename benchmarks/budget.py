@@ -66,8 +66,10 @@ def run_one(preset, train_file, heldout_file, run, seconds, seed, flags, oov=("-
     chars_per_step = train_cfg["batch_size"] * train_cfg["unrollings"] * (2 if config["model"]["kind"] == "bigram" else 1)
     curve = [(r["time"], r["valid_bpc"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
              if "valid_bpc" in r]
+    # the dropout the run trained with: --auto-dropout writes its choice into config.json
     return dict(preset=preset, seconds=seconds, wall=wall, steps=trained["step"], chars=trained["step"] * chars_per_step,
-                nats=score["nats_per_char"], bits=score["bits_per_char"], curve=curve, command=command)
+                dropout=config["model"]["dropout"], nats=score["nats_per_char"], bits=score["bits_per_char"],
+                curve=curve, command=command)
 
 
 def plot(rows, path, title):
@@ -156,12 +158,13 @@ def main():
                 row = run_one(preset, train_file, heldout_file, run, seconds, args.seed, flags, oov)
                 rows.append(row)
                 print(f"{preset:>13} {seconds:>5g} s  wall {row['wall']:6.1f} s  steps {row['steps']:>7,}  "
-                      f"chars {row['chars'] / 1e6:6.1f}M  held-out {row['nats']:.4f} nats/char  "
+                      f"chars {row['chars'] / 1e6:6.1f}M  dropout {row['dropout']:g}  held-out {row['nats']:.4f} nats/char  "
                       f"{row['bits']:.4f} bits/char", flush=True)
-        print("\n| preset | time limit | wall | steps | characters read | held-out nats/char | bits/char |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("\n| preset | time limit | wall | steps | characters read | dropout | held-out nats/char | bits/char |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(f"| {r['preset']} | {r['seconds']:g} s | {r['wall']:.0f} s | {r['steps']:,} | {r['chars'] / 1e6:.1f}M "
+                  f"| {r['dropout']:g} "
                   f"| {r['nats']:.3f} | {r['bits']:.3f} |")
         print("\ncommands (TRAIN, HELDOUT: the split above):")
         for r in rows:

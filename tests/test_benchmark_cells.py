@@ -62,3 +62,8 @@ def test_budget_benchmark_trains_each_preset_for_its_time(tmp_path):
         # (a tiny run's first block includes its compile, so its one record may come after 6 s)
         assert 1.0 < r["bits"] < 6.0 and r["curve"] and r["curve"][-1][0] <= r["wall"], r
     assert "| fast | 6 s |" in proc.stdout and "--preset fast --corpus TRAIN" in proc.stdout
+    # each row gives the dropout its run trained with (small's preset: 0.1; fast's, --auto-dropout's choice)
+    for r in rows:
+        config = json.loads((tmp_path / "runs" / f"{r['preset']}-6s-seed1" / "config.json").read_text())
+        assert r["dropout"] == config["model"]["dropout"]
+    assert rows[1]["dropout"] == 0.1
